@@ -1,0 +1,209 @@
+"""The `jackpot` command. Thin: parses flags (generated from the config dataclasses), calls a
+procedure, prints. Any JackpotError becomes one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .config import GROUPS, LotteryConfig, RunConfig, run_hash, split_list
+from .errors import JackpotError
+
+
+# --- flags from dataclasses ---------------------------------------------------------------------
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_type(type_name: str):
+    base = type_name.replace(" | None", "").strip()
+    return {"int": int, "float": float, "str": str}[base]
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    for group_name, cls in GROUPS.items():
+        group = parser.add_argument_group(group_name)
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            help_text = f"{f.metadata['help']} (default: {f.default})"
+            if f.type == "bool":
+                group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                                   default=f.default, help=help_text)
+            else:
+                group.add_argument(_flag(f.name), dest=f.name, type=_parse_type(f.type), default=f.default,
+                                   choices=f.metadata.get("choices"), help=help_text, metavar=f.name.upper())
+
+
+def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
+    groups = {}
+    for group_name, cls in GROUPS.items():
+        values = {f.name: overrides.get(f.name, getattr(args, f.name)) for f in dataclasses.fields(cls)}
+        groups[group_name] = cls(**values)
+    return RunConfig(**groups)
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+def _device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise JackpotError(f"--device {name}: CUDA is not available on this machine")
+    return name
+
+
+def _seeds(text: str | None, default: int) -> list[int]:
+    if not text:
+        return [default]
+    try:
+        return [int(s) for s in split_list(text)]
+    except ValueError:
+        raise JackpotError(f"--seeds takes comma-separated integers, got {text!r}") from None
+
+
+def cmd_lottery(args) -> int:
+    import torch
+    from .analysis.lottery_report import aggregate, format_table, plot
+    from .procedures.lottery import run_lottery
+    from .store import store_root
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    cfgs = [config_from_args(args, seed=s) for s in _seeds(args.seeds, args.seed)]
+    if args.print_dir:
+        for cfg in cfgs:
+            print(store_root(args.store) / f"{cfg.kind}-{run_hash(cfg)}")
+        return 0
+    runs = [run_lottery(cfg, root=args.store, device=device, progress=print) for cfg in cfgs]
+    rows = aggregate(runs)
+    print()
+    print(format_table(rows))
+    study = dataclasses.replace(cfgs[0], lottery=dataclasses.replace(cfgs[0].lottery, seed=0))
+    out = store_root(args.store) / "reports" / f"lottery-{run_hash(study)}-seeds-{'-'.join(str(c.lottery.seed) for c in cfgs)}"
+    png = plot(rows, out / "accuracy_vs_weights.png")
+    (out / "table.md").write_text(format_table(rows) + "\n")
+    print(f"\nruns:  {', '.join(str(r.path) for r in runs)}\nplot:  {png}\ntable: {out / 'table.md'}")
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from .analysis.lottery_report import level_results
+    from .store import list_runs, store_root
+
+    runs = list_runs(args.store)
+    if not runs:
+        print(f"no runs in {store_root(args.store)}")
+        return 0
+    print(f"{'run':<22} {'dataset':<14} {'model':<14} {'seed':>4} {'levels':>7} {'min weights':>11}  status")
+    for run in runs:
+        cfg = run.config()
+        levels = level_results(run)
+        status = "running" if run.is_locked() else (
+            "done" if len(levels) == cfg.lottery.levels + 1 else "partial")
+        low = f"{100 * levels[-1]['density']:.1f}%" if levels else "-"
+        print(f"{run.path.name:<22} {cfg.data.dataset:<14} {cfg.model.model:<14} {cfg.lottery.seed:>4} "
+              f"{len(levels) - 1 if levels else 0:>3}/{cfg.lottery.levels:<3} {low:>11}  {status}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .analysis.lottery_report import aggregate, format_table, level_results
+    from .config import canonical
+    from .store import find_run
+
+    run = find_run(args.run, args.store)
+    cfg = run.config()
+    if args.json:
+        print(json.dumps({"run": str(run.path), "config": canonical(cfg), "levels": level_results(run)}, indent=2))
+        return 0
+    print(f"run {run.path}")
+    print("settings: " + json.dumps(canonical(cfg), sort_keys=True))
+    print()
+    print(format_table(aggregate([run])))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import list_models
+    for info in list_models():
+        shape = "x".join(map(str, info.default_input_shape))
+        print(f"{info.name:<16} {shape:>10} {info.default_num_classes:>5} classes  {info.description}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import list_datasets
+    for name, description in list_datasets():
+        print(f"{name:<16} {description}")
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from .data.fetch import fetch_dataset
+    path = fetch_dataset(args.name, args.root)
+    print(f"{args.name}: ready in {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jackpot", description="Sparse neural-network training research.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    lot = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding and controls",
+                         description="Lottery tickets: train, prune, rewind, repeat; with the random-reinit "
+                                     "and random-mask controls at every level. Re-running resumes; a larger "
+                                     "--levels extends a finished run.")
+    add_config_flags(lot)
+    lot.add_argument("--seeds", help="comma-separated seeds: one run each, then a table over seeds")
+    _common(lot)
+    lot.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
+    lot.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    lot.add_argument("--print-dir", action="store_true", help="print the run directories and exit")
+    lot.set_defaults(func=cmd_lottery)
+
+    ls = sub.add_parser("ls", help="list runs in the store")
+    _common(ls)
+    ls.set_defaults(func=cmd_ls)
+
+    show = sub.add_parser("show", help="a run's summary table")
+    show.add_argument("run", help="run directory, name or hash prefix")
+    show.add_argument("--json", action="store_true")
+    _common(show)
+    show.set_defaults(func=cmd_show)
+
+    sub.add_parser("models", help="list model names").set_defaults(func=cmd_models)
+    sub.add_parser("datasets", help="list dataset names").set_defaults(func=cmd_datasets)
+
+    data = sub.add_parser("data", help="dataset utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download a dataset and verify its checksums")
+    fetch.add_argument("name")
+    fetch.add_argument("--root", required=True, help="directory to download into")
+    fetch.set_defaults(func=cmd_data_fetch)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None, help="experiment store directory (default: $JACKPOT_STORE or ./runs)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except JackpotError as e:
+        print(f"jackpot: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jackpot: interrupted; finished stages are kept, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Frozen hyperparameter groups, their canonical form and the run hash.
+
+Rule (pinned by tests/test_config.py): a field's canonical form lists only values that differ from
+the default, so a new option whose default is a no-op leaves every earlier run hash unchanged.
+Fields marked `hashed=False` (paths, level counts) never enter the hash: they do not change what a
+run computes, only where or how far.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import JackpotError
+
+HASH_LENGTH = 12
+
+
+def option(default: Any, help: str, hashed: bool = True, choices: tuple | None = None):
+    """A dataclass field with help text for the CLI and a flag saying whether it is hashed."""
+    return field(default=default, metadata={"help": help, "hashed": hashed, "choices": choices})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = option("mnist1d", "dataset name (see `jackpot datasets`) or npz:PATH")
+    data_root: str | None = option(None, "directory holding downloaded datasets", hashed=False)
+    val_size: int = option(0, "examples carved from the training data for validation")
+    batch_size: int = option(100, "training batch size")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = option("mnist1d-mlp", "model name (see `jackpot models`)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = option("adam", "sgd, adam or adamw", choices=("sgd", "adam", "adamw"))
+    lr: float = option(2e-3, "peak learning rate")
+    momentum: float = option(0.0, "SGD momentum")
+    nesterov: bool = option(False, "Nesterov momentum (SGD)")
+    weight_decay: float = option(0.0, "weight decay (decoupled for adamw)")
+    duration: str = option("20ep", "training length: 20ep, 500it or 2ep10it")
+    schedule: str = option("constant", "constant, step or cosine", choices=("constant", "step", "cosine"))
+    milestones: str = option("", "step schedule: comma-separated steps, e.g. 80ep,120ep")
+    gamma: float = option(0.1, "step schedule: factor at each milestone")
+    warmup: str = option("0it", "linear warm-up length")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    fraction: float = option(0.2, "fraction of the remaining prunable weights removed per level")
+    scope: str = option("layerwise", "layerwise or global magnitude", choices=("layerwise", "global"))
+    output_fraction: float | None = option(
+        None, "pruning fraction of the output layer (LTH: half the rate); default: same as --fraction")
+    layer_fractions: str = option("", "per-layer overrides: name=fraction,name=fraction")
+    keep_first: bool = option(False, "keep the first layer dense")
+    keep_output: bool = option(False, "keep the output layer dense")
+    keep_layers: str = option("", "comma-separated module names kept dense")
+    include_bias: bool = option(False, "prune biases too")
+
+
+@dataclass(frozen=True)
+class LotteryConfig:
+    seed: int = option(0, "seed from which every random act of the run is derived")
+    rewind: str = option("0it", "rewind point: 0it (initialisation) or a step like 1ep, 500it")
+    controls: str = option("reinit,random", "control arms trained at every level")
+    levels: int = option(5, "pruning levels after the dense level 0", hashed=False)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a lottery run computes from. `kind` names the procedure."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    prune: PruneConfig = PruneConfig()
+    lottery: LotteryConfig = LotteryConfig()
+    kind: str = "lottery"
+
+    def groups(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kind"}
+
+
+GROUPS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+          "prune": PruneConfig, "lottery": LotteryConfig}
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """The full resolved config (every field), as written into run directories."""
+    return {"kind": cfg.kind, **{name: dataclasses.asdict(g) for name, g in cfg.groups().items()}}
+
+
+def from_dict(d: dict) -> RunConfig:
+    try:
+        groups = {name: cls(**d.get(name, {})) for name, cls in GROUPS.items()}
+    except TypeError as e:
+        raise JackpotError(f"config does not match this version of jackpot: {e}") from None
+    return RunConfig(kind=d.get("kind", "lottery"), **groups)
+
+
+def canonical(cfg: RunConfig) -> dict:
+    """Hashed fields that differ from their default, grouped; the input of the run hash."""
+    out: dict = {"kind": cfg.kind}
+    for name, group in cfg.groups().items():
+        diff = {}
+        for f in fields(group):
+            value = getattr(group, f.name)
+            if f.metadata.get("hashed", True) and value != f.default:
+                diff[f.name] = value
+        if diff:
+            out[name] = diff
+    return out
+
+
+def run_hash(cfg: RunConfig) -> str:
+    text = json.dumps(canonical(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def derive_seed(seed: int, *tags: Any) -> int:
+    """An independent 63-bit seed for one random act, e.g. derive_seed(seed, "init")."""
+    text = json.dumps([seed, *tags], separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+# --- validation -----------------------------------------------------------------------------
+
+_STEP_RE = re.compile(r"^(?:(\d+)ep)?(?:(\d+)it)?$")
+
+
+def parse_step(text: str, steps_per_epoch: int) -> int:
+    """'2ep10it' -> 2 * steps_per_epoch + 10. Raises JackpotError on anything else."""
+    m = _STEP_RE.match(text.strip()) if text else None
+    if not m or (m.group(1) is None and m.group(2) is None):
+        raise JackpotError(f"bad step {text!r}: write e.g. 20ep, 500it or 2ep10it")
+    return int(m.group(1) or 0) * steps_per_epoch + int(m.group(2) or 0)
+
+
+def parse_layer_map(text: str, what: str) -> dict[str, float]:
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise JackpotError(f"bad {what} entry {item!r}: write name=value")
+    return out
+
+
+def split_list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+CONTROL_ARMS = ("reinit", "random")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Refuse impossible settings with one clear line, before anything is computed."""
+    p, t, lot, d = cfg.prune, cfg.train, cfg.lottery, cfg.data
+    for name, value in [("--fraction", p.fraction), ("--output-fraction", p.output_fraction),
+                        *[(f"--layer-fractions {k}", v)
+                          for k, v in parse_layer_map(p.layer_fractions, "--layer-fractions").items()]]:
+        if value is not None and not 0.0 <= value < 1.0:
+            raise JackpotError(f"{name} must be in [0, 1) (a fraction of remaining weights to prune), got {value}")
+    if t.lr <= 0:
+        raise JackpotError(f"--lr must be positive, got {t.lr}")
+    if d.batch_size <= 0:
+        raise JackpotError(f"--batch-size must be positive, got {d.batch_size}")
+    if d.val_size < 0:
+        raise JackpotError(f"--val-size must be >= 0, got {d.val_size}")
+    if lot.levels < 0:
+        raise JackpotError(f"--levels must be >= 0, got {lot.levels}")
+    for step in (t.duration, t.warmup, lot.rewind, *split_list(t.milestones)):
+        parse_step(step, 1)
+    unknown = set(split_list(lot.controls)) - set(CONTROL_ARMS)
+    if unknown:
+        raise JackpotError(f"unknown control arm(s) {sorted(unknown)}; choose from {', '.join(CONTROL_ARMS)}")
+    return cfg
+

@@ -1,0 +1,51 @@
+"""CIFAR VGG with BatchNorm, as in OpenLTH ``cifar_vgg`` (no final max-pool, single Linear head)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import register
+
+# Standard VGG configs minus the last 'M': OpenLTH average-pools the final 2x2 map instead.
+_PLANS = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
+}
+
+
+class CifarVGG(nn.Module):
+    def __init__(self, plan, in_channels: int, num_classes: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for spec in plan:
+            if spec == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(c, spec, 3, padding=1), nn.BatchNorm2d(spec), nn.ReLU()]
+                c = spec
+        self.features = nn.Sequential(*layers)
+        # Adaptive pooling equals OpenLTH's AvgPool2d(2) at 32x32 and also accepts larger images.
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def _make(depth: int):
+    @register(
+        f"vgg-{depth}",
+        description=f"CIFAR VGG-{depth} with BatchNorm and a single Linear(512, classes) head (OpenLTH)",
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        family="vgg",
+        input_ranks=(3,),
+    )
+    def build(input_shape, num_classes):
+        return CifarVGG(_PLANS[depth], input_shape[0], num_classes)
+
+
+for _d in _PLANS:
+    _make(_d)

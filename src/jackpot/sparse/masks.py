@@ -1,0 +1,88 @@
+"""Masks: parameter name -> bool tensor, with exact counts, reports and save/load."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..errors import JackpotError
+
+
+def keep_count(density: float, n: int) -> int:
+    """How many of n weights a density keeps: the nearest integer to density * n, halves up.
+
+    Every method uses this one rounding, so counts are exact and documented (never Bernoulli).
+    """
+    if not 0.0 <= density <= 1.0:
+        raise JackpotError(f"density must be in [0, 1], got {density}")
+    return min(n, int(math.floor(density * n + 0.5)))
+
+
+class Masks(dict):
+    """A dict of bool tensors keyed by parameter name (True = weight kept)."""
+
+    @classmethod
+    def ones_for(cls, model: torch.nn.Module, names: list[str]) -> "Masks":
+        params = dict(model.named_parameters())
+        return cls({n: torch.ones_like(params[n], dtype=torch.bool) for n in names})
+
+    def count(self) -> int:
+        return sum(int(m.sum()) for m in self.values())
+
+    def size(self) -> int:
+        return sum(m.numel() for m in self.values())
+
+    def density(self) -> float:
+        return self.count() / max(1, self.size())
+
+    def layer_counts(self) -> dict[str, int]:
+        return {n: int(m.sum()) for n, m in self.items()}
+
+    def report(self) -> list[dict]:
+        """One row per masked parameter: name, shape, params, nnz, density."""
+        return [{"name": n, "shape": list(m.shape), "params": m.numel(), "nnz": int(m.sum()),
+                 "density": int(m.sum()) / m.numel()} for n, m in self.items()]
+
+    def clone(self) -> "Masks":
+        return Masks({n: m.clone() for n, m in self.items()})
+
+    def is_subset_of(self, other: "Masks") -> bool:
+        """True when every weight kept here is also kept in `other` (monotone pruning)."""
+        return self.keys() == other.keys() and all(
+            not bool((m & ~other[n]).any()) for n, m in self.items())
+
+    def random_like(self, generator: torch.Generator) -> "Masks":
+        """Same count per layer, positions drawn uniformly at random."""
+        out = Masks()
+        for n, m in self.items():
+            flat = torch.zeros(m.numel(), dtype=torch.bool)
+            flat[torch.randperm(m.numel(), generator=generator)[: int(m.sum())]] = True
+            out[n] = flat.view(m.shape).to(m.device)
+        return out
+
+    def to(self, device) -> "Masks":
+        return Masks({n: m.to(device) for n, m in self.items()})
+
+    def save(self, path: str | Path) -> None:
+        from ..store import atomic_torch_save
+        atomic_torch_save({n: m.cpu() for n, m in self.items()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Masks":
+        from ..store import safe_torch_load
+        data = safe_torch_load(path, what="mask file")
+        if not isinstance(data, dict) or not all(
+                isinstance(v, torch.Tensor) and v.dtype == torch.bool for v in data.values()):
+            raise JackpotError(f"{path} is not a jackpot mask file (expected name -> bool tensor)")
+        return cls(data)
+
+    def check_against(self, model: torch.nn.Module) -> None:
+        """Refuse masks whose names or shapes do not match the model's parameters."""
+        params = dict(model.named_parameters())
+        for n, m in self.items():
+            if n not in params:
+                raise JackpotError(f"mask names parameter {n!r}, which the model does not have")
+            if tuple(m.shape) != tuple(params[n].shape):
+                raise JackpotError(f"mask for {n} has shape {tuple(m.shape)}, "
+                                   f"the parameter has {tuple(params[n].shape)}")

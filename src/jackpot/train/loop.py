@@ -1,0 +1,227 @@
+"""The training loop: one stage = train a (masked) model from step `start` to step `end`.
+
+Everything random is a function of (order_seed, step): the data order of epoch e is a permutation
+seeded by (order_seed, e) and augmentation of step s by (order_seed, s). So a stage resumed from a
+checkpoint at step s, or a retraining rewound to step k, sees exactly the batches and learning
+rates an uninterrupted run sees. Checkpoints hold model, optimizer and masks; metrics lines after
+the checkpoint are dropped on resume, so the metrics file also ends identical.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig, derive_seed
+from ..data.dataset import Dataset
+from ..sparse import Masks, Sparsifier
+from ..store import atomic_torch_save, atomic_write_json, read_json, safe_torch_load
+from .optim import build_optimizer, lr_at
+
+EVAL_BATCH = 1000
+
+
+@dataclass
+class Stage:
+    """What to train and where its files go."""
+
+    dir: Path
+    model: torch.nn.Module
+    dataset: Dataset
+    train: TrainConfig
+    batch_size: int
+    order_seed: int
+    start: int
+    end: int
+    masks: Masks | None = None
+    device: torch.device = torch.device("cpu")
+    # step -> callable(model) run before the update at that step (e.g. save the rewind point)
+    at_step: dict[int, Callable[[torch.nn.Module], None]] = field(default_factory=dict)
+    progress: Callable[[str], None] | None = None
+    checkpoint_every: int = 0  # steps; 0 = every epoch
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.dataset.num_train / self.batch_size)
+
+
+def is_done(stage_dir: Path) -> bool:
+    return (Path(stage_dir) / "done.json").exists()
+
+
+def train_stage(stage: Stage) -> dict:
+    """Train (or resume, or skip when finished) and return the stage's done.json record."""
+    d = Path(stage.dir)
+    if is_done(d):
+        return read_json(d / "done.json", "stage record")
+    d.mkdir(parents=True, exist_ok=True)
+    model = stage.model.to(stage.device)
+    sparsifier = Sparsifier(model, stage.masks) if stage.masks is not None else None
+    optimizer = build_optimizer(model.parameters(), stage.train)
+    if sparsifier:
+        sparsifier.attach(optimizer)
+
+    step = stage.start
+    metrics_path = d / "metrics.jsonl"
+    ckpt_path = d / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = safe_torch_load(ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if sparsifier:
+            sparsifier.set_masks(Masks(ckpt["masks"]))
+        step = int(ckpt["step"])
+        _truncate_metrics(metrics_path, step)
+    elif metrics_path.exists():
+        metrics_path.unlink()  # metrics of an attempt that never reached a checkpoint
+
+    data = _Batches(stage, step)
+    log = _MetricsLog(metrics_path)
+    spe = stage.steps_per_epoch
+    every = stage.checkpoint_every or spe
+    t0 = time.perf_counter()
+    diverged = False
+    if step == stage.start:
+        log.write(_evaluate(model, stage, step))
+    running = []
+    while step < stage.end:
+        if step in stage.at_step:
+            stage.at_step[step](model)
+        model.train()
+        x, y = data.batch(step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, stage.end, stage.train, spe)
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        running.append(loss.detach())
+        if (step % spe == 0) or step == stage.end:
+            train_loss = float(torch.stack(running).mean())
+            running = []
+            record = _evaluate(model, stage, step)
+            record["train_loss"] = train_loss
+            log.write(record)
+            if stage.progress:
+                stage.progress(_progress_line(record, step, stage, time.perf_counter() - t0))
+            if not math.isfinite(train_loss):
+                diverged = True
+                break
+        if step % every == 0 and step < stage.end:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "masks": dict(sparsifier.masks) if sparsifier else None, "step": step},
+                              ckpt_path)
+
+    final_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save(final_state, d / "final.pt")
+    if sparsifier:
+        sparsifier.masks.save(d / "mask.pt")
+        sparsifier.detach()
+    record = _summarise(metrics_path, stage, diverged, sparsifier)
+    atomic_write_json(d / "done.json", record)  # written last: the stage is complete
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+    return record
+
+
+class _Batches:
+    """Batches as a pure function of the step (see the module docstring)."""
+
+    def __init__(self, stage: Stage, step: int):
+        self.stage = stage
+        ds = stage.dataset
+        self.x = ds.x_train.to(stage.device)
+        self.y = ds.y_train.to(stage.device)
+        self.epoch = -1
+        self.order = None
+
+    def batch(self, step: int):
+        s = self.stage
+        spe = s.steps_per_epoch
+        epoch, i = divmod(step, spe)
+        if epoch != self.epoch:
+            g = torch.Generator().manual_seed(derive_seed(s.order_seed, "order", epoch))
+            self.order = torch.randperm(self.x.shape[0], generator=g).to(self.x.device)
+            self.epoch = epoch
+        idx = self.order[i * s.batch_size:(i + 1) * s.batch_size]
+        x = self.x[idx]
+        if s.dataset.augment:
+            from ..data.augment import augment_batch
+            g = torch.Generator().manual_seed(derive_seed(s.order_seed, "augment", step))
+            x = augment_batch(x, s.dataset.augment, g)
+        return x, self.y[idx]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a split."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, x.shape[0], EVAL_BATCH):
+        xb, yb = x[i:i + EVAL_BATCH].to(device), y[i:i + EVAL_BATCH].to(device)
+        out = model(xb)
+        loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    n = max(1, x.shape[0])
+    return loss_sum / n, correct / n
+
+
+def _evaluate(model, stage: Stage, step: int) -> dict:
+    record = {"step": step, "epoch": round(step / stage.steps_per_epoch, 4),
+              "lr": lr_at(max(step - 1, 0), stage.end, stage.train, stage.steps_per_epoch)}
+    for split, (x, y) in stage.dataset.evaluation_splits().items():
+        record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(model, x, y, stage.device)
+    return record
+
+
+class _MetricsLog:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a kill; everything after it is recomputed on resume
+    return rows
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    rows = [r for r in read_metrics(path) if r["step"] <= step]
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def _summarise(metrics_path: Path, stage: Stage, diverged: bool, sparsifier) -> dict:
+    rows = read_metrics(metrics_path)
+    final = rows[-1]
+    key = "val_acc" if "val_acc" in final else "test_acc"
+    best = max(rows, key=lambda r: r.get(key, -1.0))
+    masks = sparsifier.masks if sparsifier else None
+    return {"final": final, "best": best, "selection": key, "diverged": diverged,
+            "start": stage.start, "end": stage.end,
+            "density": masks.density() if masks else 1.0,
+            "nnz": masks.count() if masks else None}
+
+
+def _progress_line(record: dict, step: int, stage: Stage, seconds: float) -> str:
+    done = (step - stage.start) / max(1, stage.end - stage.start)
+    eta = seconds / max(done, 1e-9) * (1 - done)
+    return (f"step {step}/{stage.end}  train loss {record['train_loss']:.3f}  "
+            f"test acc {100 * record['test_acc']:.1f}%  ({seconds:.0f}s, eta {eta:.0f}s)")
