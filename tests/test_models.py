@@ -120,7 +120,7 @@ def test_bad_num_classes(classes):
 
 
 @pytest.mark.parametrize("name,first,last", [
-    ("lenet-300-100", "layers.1", "layers.5"),
+    ("lenet-300-100", "fc1", "fc3"),
     ("mnist1d-mlp", "linear1", "linear3"),
     ("mnist1d-cnn", "features.0", "linear"),
     ("lenet-5", "features.0", "classifier.4"),

@@ -81,7 +81,7 @@ def _read(key: str, root: Path):
     return readers.read_cifar(key, root)
 
 
-def fetch_dataset(name: str, root: str, progress=print) -> Path:
+def fetch_dataset(name: str, root: str | None = None, progress=print) -> Path:
     """See `jackpot.data.fetch.fetch_dataset` (imported lazily: urllib/tarfile only when fetching)."""
     from jackpot.data.fetch import fetch_dataset as _fetch
 

@@ -136,10 +136,13 @@ def extract_tar(archive: Path, root: Path, folder: str) -> None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def fetch_dataset(name: str, root: str, progress: Callable[[str], None] = print) -> Path:
-    """Download `name` under `root` in torchvision's layout; return the folder holding its files."""
+def fetch_dataset(name: str, root: str | None, progress: Callable[[str], None] = print) -> Path:
+    """Download `name` under `root` (None: $JACKPOT_DATA or ~/.jackpot/data) in torchvision's
+    layout; return the folder holding its files."""
+    from jackpot.data import default_root
+
     key = name.strip().lower()
-    root_path = Path(root).expanduser()
+    root_path = Path(root).expanduser() if root is not None else default_root()
     if key in NOTHING_TO_FETCH or key.startswith("npz:"):
         progress(f"'{name}' needs no download: nothing to fetch")
         return root_path

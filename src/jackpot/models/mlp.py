@@ -8,20 +8,27 @@ from .registry import numel, register
 
 
 class MLP(nn.Module):
-    """Flatten -> Linear/ReLU stack -> Linear. Any input shape is flattened."""
+    """Flatten -> fc1/ReLU -> fc2/ReLU ... -> output Linear. Any input shape is flattened.
+
+    Layers are named fc1, fc2, ... (the last one is the output layer) so per-layer options read
+    naturally on the command line, e.g. --layer-fractions fc3=0.1.
+    """
 
     def __init__(self, in_features: int, hidden: tuple[int, ...], num_classes: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, num_classes))
-        self.layers = nn.Sequential(*layers)
+        self.flatten = nn.Flatten()
+        widths = [in_features, *hidden, num_classes]
+        for i in range(len(widths) - 1):
+            self.add_module(f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1]))
+        self.depth = len(widths) - 1
 
     def forward(self, x):
-        return self.layers(x)
+        h = self.flatten(x)
+        for i in range(1, self.depth + 1):
+            h = getattr(self, f"fc{i}")(h)
+            if i < self.depth:
+                h = h.relu()
+        return h
 
 
 class ResidualMLP(nn.Module):

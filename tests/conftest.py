@@ -1,0 +1,25 @@
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """A small learnable 4-class problem in the npz format users bring (written, not downloaded)."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 20)) * 2
+    y = rng.integers(0, 4, size=300)
+    x = centers[y] + rng.normal(size=(300, 20))
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=x[:240].astype(np.float32), y_train=y[:240], x_test=x[240:].astype(np.float32),
+             y_test=y[240:])
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    monkeypatch.setenv("JACKPOT_STORE", str(root))
+    return root

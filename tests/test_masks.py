@@ -1,0 +1,108 @@
+"""Invariant 1 (exact counts) and 3 (monotone IMP masks), and the LTH pruning schedule."""
+import pytest
+import torch
+
+from jackpot.errors import JackpotError
+from jackpot.models import create_model
+from jackpot.sparse import Masks, keep_count, prunable_names, prune, scores_magnitude
+
+
+def lenet_masks():
+    model = create_model("lenet-300-100")
+    return model, Masks.ones_for(model, prunable_names(model))
+
+
+def test_keep_count_is_nearest_integer_halves_up():
+    assert keep_count(0.8, 1000) == 800
+    assert keep_count(0.5, 3) == 2          # 1.5 -> 2
+    assert keep_count(0.25, 2) == 1         # 0.5 -> 1
+    assert keep_count(0.0, 10) == 0 and keep_count(1.0, 10) == 10
+    with pytest.raises(JackpotError):
+        keep_count(1.2, 10)
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_prune_keeps_exact_counts(scope):
+    model, masks = lenet_masks()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        scores = {n: torch.rand(m.shape, generator=g) for n, m in masks.items()}
+        before = masks.layer_counts()
+        new = prune(scores, masks, 0.3, scope)
+        if scope == "layerwise":
+            assert new.layer_counts() == {n: keep_count(0.7, c) for n, c in before.items()}
+        else:
+            assert new.count() == keep_count(0.7, sum(before.values()))
+        assert new.is_subset_of(masks)
+        masks = new
+
+
+def test_prune_never_revives_pruned_weights_even_with_high_scores():
+    _, masks = lenet_masks()
+    first = prune({n: torch.rand(m.shape) for n, m in masks.items()}, masks, 0.5, "global")
+    # Scores that favour exactly the pruned weights: they must still stay pruned.
+    adversarial = {n: (~m).float() * 100 for n, m in first.items()}
+    second = prune(adversarial, first, 0.2, "global")
+    assert second.is_subset_of(first)
+    assert second.count() == keep_count(0.8, first.count())
+
+
+def test_ties_are_broken_by_position_deterministically():
+    masks = Masks({"w": torch.ones(10, dtype=torch.bool)})
+    kept = prune({"w": torch.ones(10)}, masks, 0.3)["w"]
+    assert kept.tolist() == [True] * 7 + [False] * 3
+
+
+def test_lenet_layerwise_20_20_10_schedule_matches_the_lth_paper():
+    """Frankle & Carbin: weights remaining 51.3% after 3 rounds, 21.1% after 7, 3.6% after 15, 1.2% after 20."""
+    model, masks = lenet_masks()
+    expected = {3: 51.3, 7: 21.1, 15: 3.6, 20: 1.2}
+    seen = {}
+    for level in range(1, 21):
+        masks = prune(scores_magnitude(model, masks), masks, 0.2, "layerwise", {"fc3": 0.1})
+        seen[level] = round(100 * masks.density(), 1)
+    assert {k: seen[k] for k in expected} == expected
+
+
+def test_output_layer_override_prunes_at_its_own_rate_under_global_scope():
+    model, masks = lenet_masks()
+    new = prune(scores_magnitude(model, masks), masks, 0.2, "global", {"fc3": 0.1})
+    assert new["fc3.weight"].sum() == 900
+    assert new.count() == 900 + keep_count(0.8, 235200 + 30000)
+
+
+def test_random_like_keeps_per_layer_counts_and_moves_positions():
+    _, masks = lenet_masks()
+    masks = prune({n: torch.rand(m.shape) for n, m in masks.items()}, masks, 0.9)
+    g = torch.Generator().manual_seed(1)
+    rnd = masks.random_like(g)
+    assert rnd.layer_counts() == masks.layer_counts()
+    assert not torch.equal(rnd["fc1.weight"], masks["fc1.weight"])
+    again = masks.random_like(torch.Generator().manual_seed(1))
+    assert all(torch.equal(again[n], rnd[n]) for n in rnd)
+
+
+def test_prunable_names_options():
+    model = create_model("lenet-300-100")
+    assert prunable_names(model) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert prunable_names(model, keep_first=True, keep_output=True) == ["fc2.weight"]
+    assert prunable_names(model, include_bias=True)[:2] == ["fc1.weight", "fc1.bias"]
+    with pytest.raises(JackpotError, match="no module"):
+        prunable_names(model, keep_layers=["fc9"])
+
+
+def test_mask_save_load_and_corrupt_file(tmp_path):
+    _, masks = lenet_masks()
+    masks.save(tmp_path / "m.pt")
+    loaded = Masks.load(tmp_path / "m.pt")
+    assert loaded.keys() == masks.keys() and all(loaded[n].dtype == torch.bool for n in loaded)
+    (tmp_path / "bad.pt").write_bytes(b"not a mask")
+    with pytest.raises(JackpotError, match="corrupt"):
+        Masks.load(tmp_path / "bad.pt")
+
+
+def test_masks_refuse_a_model_with_other_shapes():
+    _, masks = lenet_masks()
+    other = create_model("lenet-300-100", input_shape=(40,))
+    with pytest.raises(JackpotError, match="shape"):
+        masks.check_against(other)
