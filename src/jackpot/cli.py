@@ -79,7 +79,15 @@ def cmd_lottery(args) -> int:
         for cfg in cfgs:
             print(store_root(args.store) / f"{cfg.kind}-{run_hash(cfg)}")
         return 0
-    runs = [run_lottery(cfg, root=args.store, device=device, progress=print) for cfg in cfgs]
+    if args.workers > 1 and len(cfgs) > 1:
+        from .launch.local import run_parallel
+        from .procedures.lottery import run_lottery_job
+        from .store import Run
+        paths = run_parallel(run_lottery_job, [(cfg, args.store, device) for cfg in cfgs],
+                             workers=args.workers, threads=args.threads or 1)
+        runs = [Run(p) for p in paths]
+    else:
+        runs = [run_lottery(cfg, root=args.store, device=device, progress=print) for cfg in cfgs]
     rows = aggregate(runs)
     print()
     print(format_table(rows))
@@ -163,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(lot)
     lot.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     lot.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    lot.add_argument("--workers", type=int, default=1, help="run the seeds in this many processes")
     lot.add_argument("--print-dir", action="store_true", help="print the run directories and exit")
     lot.set_defaults(func=cmd_lottery)
 

@@ -123,7 +123,8 @@ class Run:
         run = cls(path)
         path.mkdir(parents=True, exist_ok=True)
         record = {"hash": run_hash(cfg), "canonical": canonical(cfg), "config": to_dict(cfg)}
-        if not (path / "config.json").exists():
+        # Same hash, so only unhashed fields (levels, data_root) can differ: keep the latest.
+        if not (path / "config.json").exists() or read_json(path / "config.json") != record:
             atomic_write_json(path / "config.json", record)
         # Each invocation appends its environment: what code and machine computed which part.
         env = {"code": code_version(), "environment": environment()}

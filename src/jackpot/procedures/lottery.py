@@ -83,6 +83,16 @@ def run_lottery(cfg: RunConfig, root=None, device: str | torch.device = "cpu",
     return run
 
 
+def run_lottery_job(job: tuple) -> Path:
+    """Process-pool entry point: job = (cfg, root, device). Returns the run directory."""
+    cfg, root, device = job
+    return run_lottery(cfg, root=root, device=device, progress=_flush_print).path
+
+
+def _flush_print(line: str) -> None:
+    print(line, flush=True)
+
+
 def _arms(cfg: RunConfig, level: int) -> list[str]:
     return ["ticket"] if level == 0 else ["ticket", *split_list(cfg.lottery.controls)]
 
