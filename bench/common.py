@@ -1,0 +1,41 @@
+"""Shared benchmark helpers: one thread, interleaved repetitions, ratios of medians per round."""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def setup_threads(n: int = 1) -> None:
+    torch.set_num_threads(n)
+
+
+def interleaved_ratio(candidates: dict[str, Callable[[], None]], baseline: str, rounds: int,
+                      reps: int, seed: int = 0) -> dict[str, dict]:
+    """Time each candidate `reps` times per round, candidates in random order each round.
+
+    Returns per candidate the median seconds per call and the median over rounds of
+    (t_candidate / t_baseline) with its interquartile range: same-round ratios cancel the drift
+    of a shared, noisy machine.
+    """
+    rng = random.Random(seed)
+    times = {k: [] for k in candidates}
+    for _ in range(rounds):
+        order = list(candidates)
+        rng.shuffle(order)
+        for name in order:
+            fn = candidates[name]
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[name].append((time.perf_counter() - t0) / reps)
+    out = {}
+    for name, ts in times.items():
+        ratios = sorted(t / b for t, b in zip(ts, times[baseline]))
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        out[name] = {"seconds": statistics.median(ts), "ratio": statistics.median(ratios),
+                     "iqr": (q[0], q[2])}
+    return out
