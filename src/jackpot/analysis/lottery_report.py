@@ -88,8 +88,12 @@ def plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     ax.set_title(title or f"Lottery tickets: mean ± std over {n} seeds")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
+             if rows and min(100 * r["density"] for r in rows) * 0.9 <= t <= 100]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
