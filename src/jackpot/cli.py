@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from .config import GROUPS, LotteryConfig, RunConfig, run_hash, split_list
+from .config import GROUPS, RunConfig, run_hash, split_list
 from .errors import JackpotError
 
 
@@ -22,27 +22,29 @@ def _parse_type(type_name: str):
     return {"int": int, "float": float, "str": str}[base]
 
 
-def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    for group_name, cls in GROUPS.items():
+def add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
+    """One flag per field of the named config groups (--lr, --fraction...), stored as group.field."""
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random act of the run (default: 0)")
+    parser.set_defaults(_groups=groups)
+    for group_name in groups:
         group = parser.add_argument_group(group_name)
-        for f in dataclasses.fields(cls):
-            if f.name in skip:
-                continue
+        for f in dataclasses.fields(GROUPS[group_name]):
+            dest = f"{group_name}.{f.name}"
             help_text = f"{f.metadata['help']} (default: {f.default})"
             if f.type == "bool":
-                group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                group.add_argument(_flag(f.name), dest=dest, action=argparse.BooleanOptionalAction,
                                    default=f.default, help=help_text)
             else:
-                group.add_argument(_flag(f.name), dest=f.name, type=_parse_type(f.type), default=f.default,
+                group.add_argument(_flag(f.name), dest=dest, type=_parse_type(f.type), default=f.default,
                                    choices=f.metadata.get("choices"), help=help_text, metavar=f.name.upper())
 
 
-def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
+def config_from_args(args: argparse.Namespace, kind: str, seed: int | None = None) -> RunConfig:
     groups = {}
-    for group_name, cls in GROUPS.items():
-        values = {f.name: overrides.get(f.name, getattr(args, f.name)) for f in dataclasses.fields(cls)}
-        groups[group_name] = cls(**values)
-    return RunConfig(**groups)
+    for group_name in args._groups:
+        cls = GROUPS[group_name]
+        groups[group_name] = cls(**{f.name: getattr(args, f"{group_name}.{f.name}") for f in dataclasses.fields(cls)})
+    return RunConfig(kind=kind, seed=args.seed if seed is None else seed, **groups)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -74,7 +76,7 @@ def cmd_lottery(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
-    cfgs = [config_from_args(args, seed=s) for s in _seeds(args.seeds, args.seed)]
+    cfgs = [config_from_args(args, "lottery", seed=s) for s in _seeds(args.seeds, args.seed)]
     if args.print_dir:
         for cfg in cfgs:
             print(store_root(args.store) / f"{cfg.kind}-{run_hash(cfg)}")
@@ -91,8 +93,8 @@ def cmd_lottery(args) -> int:
     rows = aggregate(runs)
     print()
     print(format_table(rows))
-    study = dataclasses.replace(cfgs[0], lottery=dataclasses.replace(cfgs[0].lottery, seed=0))
-    out = store_root(args.store) / "reports" / f"lottery-{run_hash(study)}-seeds-{'-'.join(str(c.lottery.seed) for c in cfgs)}"
+    study = dataclasses.replace(cfgs[0], seed=0)
+    out = store_root(args.store) / "reports" / f"lottery-{run_hash(study)}-seeds-{'-'.join(str(c.seed) for c in cfgs)}"
     png = plot(rows, out / "accuracy_vs_weights.png")
     (out / "table.md").write_text(format_table(rows) + "\n")
     print(f"\nruns:  {', '.join(str(r.path) for r in runs)}\nplot:  {png}\ntable: {out / 'table.md'}")
@@ -114,7 +116,7 @@ def cmd_ls(args) -> int:
         status = "running" if run.is_locked() else (
             "done" if len(levels) == cfg.lottery.levels + 1 else "partial")
         low = f"{100 * levels[-1]['density']:.1f}%" if levels else "-"
-        print(f"{run.path.name:<22} {cfg.data.dataset:<14} {cfg.model.model:<14} {cfg.lottery.seed:>4} "
+        print(f"{run.path.name:<22} {cfg.data.dataset:<14} {cfg.model.model:<14} {cfg.seed:>4} "
               f"{len(levels) - 1 if levels else 0:>3}/{cfg.lottery.levels:<3} {low:>11}  {status}")
     return 0
 
@@ -166,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Lottery tickets: train, prune, rewind, repeat; with the random-reinit "
                                      "and random-mask controls at every level. Re-running resumes; a larger "
                                      "--levels extends a finished run.")
-    add_config_flags(lot)
+    add_config_flags(lot, ("data", "model", "train", "masks", "prune", "lottery"))
     lot.add_argument("--seeds", help="comma-separated seeds: one run each, then a table over seeds")
     _common(lot)
     lot.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")

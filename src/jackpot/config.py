@@ -52,12 +52,9 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class PruneConfig:
-    fraction: float = option(0.2, "fraction of the remaining prunable weights removed per level")
-    scope: str = option("layerwise", "layerwise or global magnitude", choices=("layerwise", "global"))
-    output_fraction: float | None = option(
-        None, "pruning fraction of the output layer (LTH: half the rate); default: same as --fraction")
-    layer_fractions: str = option("", "per-layer overrides: name=fraction,name=fraction")
+class MaskConfig:
+    """Which parameters masks cover (every procedure)."""
+
     keep_first: bool = option(False, "keep the first layer dense")
     keep_output: bool = option(False, "keep the output layer dense")
     keep_layers: str = option("", "comma-separated module names kept dense")
@@ -65,11 +62,61 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class PruneConfig:
+    """Iterative magnitude pruning (lottery)."""
+
+    fraction: float = option(0.2, "fraction of the remaining prunable weights removed per level")
+    scope: str = option("layerwise", "layerwise or global magnitude", choices=("layerwise", "global"))
+    output_fraction: float | None = option(
+        None, "pruning fraction of the output layer (LTH: half the rate); default: same as --fraction")
+    layer_fractions: str = option("", "per-layer overrides: name=fraction,name=fraction")
+
+
+@dataclass(frozen=True)
 class LotteryConfig:
-    seed: int = option(0, "seed from which every random act of the run is derived")
     rewind: str = option("0it", "rewind point: 0it (initialisation) or a step like 1ep, 500it")
     controls: str = option("reinit,random", "control arms trained at every level")
+    retrain: str = option("rewind", "after pruning: rewind (weights to the rewind point), lr-rewind "
+                          "(keep trained weights, replay the LR schedule from the rewind point) or finetune "
+                          "(keep trained weights, train at the final LR)",
+                          choices=("rewind", "lr-rewind", "finetune"))
+    budget: str = option("", "per-layer counts from a budget (e.g. smart-ratio: hybrid tickets) instead of "
+                         "--scope; positions still by magnitude")
     levels: int = option(5, "pruning levels after the dense level 0", hashed=False)
+
+
+@dataclass(frozen=True)
+class PaiConfig:
+    score: str = option("snip", "pruning score at initialisation (see `jackpot inspect --help`)")
+    budget: str = option("global", "per-layer densities: global (from scores), uniform, "
+                         "uniform-first-dense, er, erk, smart-ratio, custom")
+    density: float = option(0.1, "fraction of prunable weights kept")
+    rounds: int = option(1, "scoring rounds (iterative pruning; SynFlow paper: 100)")
+    round_schedule: str = option("exponential", "density per round: exponential or linear",
+                                 choices=("exponential", "linear"))
+    invert: bool = option(False, "keep the lowest scores instead of the highest")
+    score_batches: int = option(1, "training batches used to compute data-dependent scores")
+    layer_densities: str = option("", "custom budget: name=density,name=density")
+    min_layer_density: float = option(0.0, "raise every layer to at least this density")
+    allow_collapse: bool = option(False, "allow a layer to be pruned to zero weights")
+
+
+@dataclass(frozen=True)
+class SparseConfig:
+    method: str = option("rigl", "dense, static, set, rigl, snfs, dsr, gmp or small-dense")
+    density: float = option(0.1, "fraction of prunable weights kept (final density for gmp)")
+    distribution: str = option("erk", "initial per-layer densities: uniform, uniform-first-dense, er, erk")
+    delta_t: int = option(100, "steps between mask updates")
+    alpha: float = option(0.3, "initial drop fraction")
+    drop_schedule: str = option("cosine", "drop fraction over time: cosine, constant or inverse-power",
+                                choices=("cosine", "constant", "inverse-power"))
+    t_end: float = option(0.75, "fraction of training after which the mask stops changing")
+    grow_init: str = option("zero", "value of grown weights: zero or init (fresh draw of the layer's init)")
+    skip_step: bool = option(False, "skip the optimizer step on mask-update steps")
+    grad_accumulation: int = option(1, "batches whose dense gradients are summed for RigL's grow score")
+    gmp_start: float = option(0.0, "gmp: fraction of training where pruning starts")
+    gmp_end: float = option(0.75, "gmp: fraction of training where the final density is reached")
+    extend: float = option(1.0, "train N times longer (RigL 2x/5x; schedule milestones scale too)")
 
 
 @dataclass(frozen=True)
@@ -79,21 +126,28 @@ class RunConfig:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    masks: MaskConfig = MaskConfig()
     prune: PruneConfig = PruneConfig()
     lottery: LotteryConfig = LotteryConfig()
+    pai: PaiConfig = PaiConfig()
+    sparse: SparseConfig = SparseConfig()
     kind: str = "lottery"
+    seed: int = 0  # every random act of the run derives its seed from this one
 
     def groups(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kind"}
+        return {name: getattr(self, name) for name in GROUPS}
 
 
-GROUPS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-          "prune": PruneConfig, "lottery": LotteryConfig}
+GROUPS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "masks": MaskConfig,
+          "prune": PruneConfig,
+          "lottery": LotteryConfig, "pai": PaiConfig, "sparse": SparseConfig}
+KINDS = ("lottery", "pai", "sparse")
 
 
 def to_dict(cfg: RunConfig) -> dict:
     """The full resolved config (every field), as written into run directories."""
-    return {"kind": cfg.kind, **{name: dataclasses.asdict(g) for name, g in cfg.groups().items()}}
+    return {"kind": cfg.kind, "seed": cfg.seed,
+            **{name: dataclasses.asdict(g) for name, g in cfg.groups().items()}}
 
 
 def from_dict(d: dict) -> RunConfig:
@@ -101,12 +155,14 @@ def from_dict(d: dict) -> RunConfig:
         groups = {name: cls(**d.get(name, {})) for name, cls in GROUPS.items()}
     except TypeError as e:
         raise JackpotError(f"config does not match this version of jackpot: {e}") from None
-    return RunConfig(kind=d.get("kind", "lottery"), **groups)
+    return RunConfig(kind=d.get("kind", "lottery"), seed=int(d.get("seed", 0)), **groups)
 
 
 def canonical(cfg: RunConfig) -> dict:
     """Hashed fields that differ from their default, grouped; the input of the run hash."""
     out: dict = {"kind": cfg.kind}
+    if cfg.seed != 0:
+        out["seed"] = cfg.seed
     for name, group in cfg.groups().items():
         diff = {}
         for f in fields(group):

@@ -48,7 +48,7 @@ class LotteryContext:
 
     def new_model(self, seed_tag: tuple) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.cfg.lottery.seed, *seed_tag))
+            torch.manual_seed(derive_seed(self.cfg.seed, *seed_tag))
             return create_model(self.cfg.model.model, self.dataset.input_shape, self.dataset.num_classes)
 
 
@@ -60,7 +60,7 @@ def run_lottery(cfg: RunConfig, root=None, device: str | torch.device = "cpu",
                 progress: Callable[[str], None] = print) -> Run:
     cfg = validate(cfg)
     dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
-                           seed=derive_seed(cfg.lottery.seed, "validation-split"))
+                           seed=derive_seed(cfg.seed, "validation-split"))
     run = Run.create(cfg, root)
     ctx = LotteryContext(cfg, run, dataset, torch.device(device), progress)
     total = parse_step(cfg.train.duration, ctx.steps_per_epoch)
@@ -106,8 +106,9 @@ def _initial_model(ctx: LotteryContext) -> torch.nn.Module:
 
 
 def _prunable(ctx: LotteryContext, model) -> list[str]:
+    m = ctx.cfg.masks
+    names = prunable_names(model, m.keep_first, m.keep_output, split_list(m.keep_layers), m.include_bias)
     p = ctx.cfg.prune
-    names = prunable_names(model, p.keep_first, p.keep_output, split_list(p.keep_layers), p.include_bias)
     check_layer_names(model, parse_layer_map(p.layer_fractions, "--layer-fractions"))
     return names
 
@@ -155,15 +156,15 @@ def _train_arm(ctx: LotteryContext, level: int, arm: str, masks: Masks, total: i
         start = rewind
         model.load_state_dict(_start_weights(ctx, arm, level, rewind))
     if arm == "random":
-        g = torch.Generator().manual_seed(derive_seed(ctx.cfg.lottery.seed, "random-mask", level))
+        g = torch.Generator().manual_seed(derive_seed(ctx.cfg.seed, "random-mask", level))
         masks = masks.random_like(g)
-    label = f"[seed {ctx.cfg.lottery.seed}] level {level}/{ctx.cfg.lottery.levels} {arm:<6} " \
+    label = f"[seed {ctx.cfg.seed}] level {level}/{ctx.cfg.lottery.levels} {arm:<6} " \
             f"{100 * masks.density():5.1f}% weights"
     t0 = time.perf_counter()
     record = train_stage(Stage(
         dir=stage_dir, model=model, dataset=ctx.dataset, train=ctx.cfg.train,
         batch_size=ctx.cfg.data.batch_size,
-        order_seed=derive_seed(ctx.cfg.lottery.seed, "data-order"), start=start, end=total,
+        order_seed=derive_seed(ctx.cfg.seed, "data-order"), start=start, end=total,
         masks=masks, device=ctx.device, at_step=at_step,
         progress=_throttled(ctx.progress, label)))
     acc = record["final"]["test_acc"]
