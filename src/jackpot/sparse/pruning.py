@@ -1,4 +1,4 @@
-"""Pruning by scores: layerwise or global, with per-layer rate overrides.
+"""Pruning by scores: layerwise or global, by fraction of the remaining weights or to a density.
 
 Keep the highest scores. Already-pruned weights score -inf, so masks are monotone: a weight
 pruned at one level stays pruned at every later one. Ties are broken by position (earlier index
@@ -26,6 +26,27 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
+def _masked(scores: dict[str, torch.Tensor], masks: Masks) -> dict[str, torch.Tensor]:
+    return {n: torch.where(m, scores[n].float(), torch.tensor(float("-inf"), device=m.device)).flatten()
+            for n, m in masks.items()}
+
+
+def keep_top(scores: dict[str, torch.Tensor], masks: Masks, layer_k: dict[str, int],
+             global_k: int | None = None) -> Masks:
+    """Keep layer_k[n] weights of each listed layer, and the global_k best of all other layers
+    together. The building block of every pruning rule."""
+    flat = _masked(scores, masks)
+    out = {n: _top(flat[n], k).view(masks[n].shape) for n, k in layer_k.items()}
+    pooled = [n for n in masks if n not in layer_k]
+    if pooled:
+        keep = _top(torch.cat([flat[n] for n in pooled]), global_k or 0)
+        offset = 0
+        for n in pooled:
+            out[n] = keep[offset: offset + masks[n].numel()].view(masks[n].shape)
+            offset += masks[n].numel()
+    return Masks({n: out[n] for n in masks})  # preserve the layer order
+
+
 def prune(scores: dict[str, torch.Tensor], masks: Masks, fraction: float, scope: str = "layerwise",
           layer_fractions: dict[str, float] | None = None) -> Masks:
     """Remove `fraction` of the remaining weights (the lowest scores).
@@ -36,24 +57,18 @@ def prune(scores: dict[str, torch.Tensor], masks: Masks, fraction: float, scope:
     """
     overrides = layer_fractions or {}
     rate = {n: overrides.get(n, overrides.get(layer_of(n))) for n in masks}
-    masked_scores = {n: torch.where(masks[n], scores[n].float(), torch.tensor(float("-inf"), device=scores[n].device))
-                     for n in masks}
-    new = Masks()
-    global_names = []
-    for n, m in masks.items():
-        if scope == "layerwise" or rate[n] is not None:
-            f = fraction if rate[n] is None else rate[n]
-            k = keep_count(1.0 - f, int(m.sum()))
-            new[n] = _top(masked_scores[n].flatten(), k).view(m.shape)
-        else:
-            global_names.append(n)
-    if global_names:
-        flat = torch.cat([masked_scores[n].flatten() for n in global_names])
-        k = keep_count(1.0 - fraction, sum(int(masks[n].sum()) for n in global_names))
-        keep = _top(flat, k)
-        offset = 0
-        for n in global_names:
-            size = masks[n].numel()
-            new[n] = keep[offset: offset + size].view(masks[n].shape)
-            offset += size
-    return Masks({n: new[n] for n in masks})  # preserve the layer order
+    layerwise = {n: fraction if rate[n] is None else rate[n] for n in masks
+                 if scope == "layerwise" or rate[n] is not None}
+    layer_k = {n: keep_count(1.0 - f, int(masks[n].sum())) for n, f in layerwise.items()}
+    pooled_active = sum(int(m.sum()) for n, m in masks.items() if n not in layer_k)
+    return keep_top(scores, masks, layer_k, keep_count(1.0 - fraction, pooled_active))
+
+
+def prune_to_density(scores: dict[str, torch.Tensor], masks: Masks, density: float,
+                     scope: str = "layerwise") -> Masks:
+    """Keep exactly keep_count(density, N) of each layer's N weights (layerwise) or of all of
+    them (global), highest scores first, never reviving a pruned weight."""
+    if scope == "global":
+        return keep_top(scores, masks, {}, min(masks.count(), keep_count(density, masks.size())))
+    return keep_top(scores, masks, {n: min(int(m.sum()), keep_count(density, m.numel()))
+                                    for n, m in masks.items()})

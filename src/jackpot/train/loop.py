@@ -45,6 +45,10 @@ class Stage:
     at_step: dict[int, Callable[[torch.nn.Module], None]] = field(default_factory=dict)
     progress: Callable[[str], None] | None = None
     checkpoint_every: int = 0  # steps; 0 = every epoch
+    # objects with optional on_step_start(step, model, sparsifier), after_backward(step, model,
+    # sparsifier) -> bool (True skips the optimizer step), state_dict()/load_state_dict()
+    callbacks: list = field(default_factory=list)
+    fixed_lr: float | None = None  # fine-tuning: one learning rate throughout
 
     @property
     def steps_per_epoch(self) -> int:
@@ -77,6 +81,8 @@ def train_stage(stage: Stage) -> dict:
         if sparsifier:
             sparsifier.set_masks(Masks(ckpt["masks"]))
         step = int(ckpt["step"])
+        for cb, state in zip(stage.callbacks, ckpt.get("callbacks", [])):
+            cb.load_state_dict(state)
         _truncate_metrics(metrics_path, step)
     elif metrics_path.exists():
         metrics_path.unlink()  # metrics of an attempt that never reached a checkpoint
@@ -93,14 +99,23 @@ def train_stage(stage: Stage) -> dict:
     while step < stage.end:
         if step in stage.at_step:
             stage.at_step[step](model)
+        for cb in stage.callbacks:
+            if hasattr(cb, "on_step_start"):
+                cb.on_step_start(step, model, sparsifier)
         model.train()
         x, y = data.batch(step)
+        lr = stage.fixed_lr if stage.fixed_lr is not None else lr_at(step, stage.end, stage.train, spe)
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, stage.end, stage.train, spe)
+            g["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
-        optimizer.step()
+        skip = False
+        for cb in stage.callbacks:
+            if hasattr(cb, "after_backward"):
+                skip = cb.after_backward(step, model, sparsifier) or skip
+        if not skip:
+            optimizer.step()
         step += 1
         running.append(loss.detach())
         if (step % spe == 0) or step == stage.end:
@@ -116,7 +131,8 @@ def train_stage(stage: Stage) -> dict:
                 break
         if step % every == 0 and step < stage.end:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "masks": dict(sparsifier.masks) if sparsifier else None, "step": step},
+                               "masks": dict(sparsifier.masks) if sparsifier else None, "step": step,
+                               "callbacks": [cb.state_dict() for cb in stage.callbacks]},
                               ckpt_path)
 
     final_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -125,6 +141,9 @@ def train_stage(stage: Stage) -> dict:
         sparsifier.masks.save(d / "mask.pt")
         sparsifier.detach()
     record = _summarise(metrics_path, stage, diverged, sparsifier)
+    for cb in stage.callbacks:
+        if hasattr(cb, "summary"):
+            record.update(cb.summary())
     atomic_write_json(d / "done.json", record)  # written last: the stage is complete
     if ckpt_path.exists():
         ckpt_path.unlink()
@@ -174,8 +193,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device) -
 
 
 def _evaluate(model, stage: Stage, step: int) -> dict:
-    record = {"step": step, "epoch": round(step / stage.steps_per_epoch, 4),
-              "lr": lr_at(max(step - 1, 0), stage.end, stage.train, stage.steps_per_epoch)}
+    lr = stage.fixed_lr if stage.fixed_lr is not None else lr_at(
+        max(step - 1, 0), stage.end, stage.train, stage.steps_per_epoch)
+    record = {"step": step, "epoch": round(step / stage.steps_per_epoch, 4), "lr": lr}
     for split, (x, y) in stage.dataset.evaluation_splits().items():
         record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(model, x, y, stage.device)
     return record

@@ -1,0 +1,311 @@
+"""Dynamic sparse training: one drop/grow skeleton; each method is a small choice of scores.
+
+Skeleton (RigL's, per masked tensor, at an update step with drop fraction f):
+  1. n_drop = floor(f * active); keep the (active - n_drop) highest drop scores among active weights.
+  2. grow the n_grow highest grow scores among every position not kept, *just-dropped ones included*:
+     a weight dropped and regrown in the same update keeps its value and optimizer state.
+  3. newly activated weights start at `grow_init` (0 by default) with zero optimizer state;
+     dropped weights become exactly 0 with zero optimizer state (Sparsifier.set_masks).
+By default n_grow = n_drop per layer, so every layer keeps its active count exactly; SNFS and DSR
+redistribute the grown weights across layers and keep the total count exactly.
+
+Dense statistics of pruned weights, kept by explicit choice: RigL reads the dense gradient
+(available between backward() and the optimizer step, since the Sparsifier masks gradients only
+inside the step) on update steps, summed over the last `grad_accumulation` batches; SNFS keeps
+its own exponential moving average (0.9) of the dense gradient, updated every step (the
+optimizer's momentum of pruned weights is zero by the engine's invariant).
+
+Updates happen at steps t > 0 with t % delta_t == 0 and t < t_end (Algorithm 1 of the RigL paper).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..config import derive_seed
+from ..errors import JackpotError
+from .masks import Masks
+from .sparsifier import Sparsifier
+
+DROP_SCHEDULES = ("cosine", "constant", "inverse-power")
+
+
+@dataclass(frozen=True)
+class UpdateSchedule:
+    delta_t: int = 100
+    alpha: float = 0.3
+    t_end: int = 0
+    kind: str = "cosine"
+    power: int = 3
+
+    def __post_init__(self):
+        if self.delta_t <= 0:
+            raise JackpotError(f"--delta-t must be a positive number of steps, got {self.delta_t}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise JackpotError(f"--alpha (drop fraction) must be in [0, 1], got {self.alpha}")
+        if self.kind not in DROP_SCHEDULES:
+            raise JackpotError(f"unknown drop schedule {self.kind!r}; choose {', '.join(DROP_SCHEDULES)}")
+
+    def is_update(self, step: int) -> bool:
+        return 0 < step < self.t_end and step % self.delta_t == 0
+
+    def drop_fraction(self, step: int) -> float:
+        if self.kind == "constant":
+            return self.alpha
+        progress = min(1.0, step / max(1, self.t_end))
+        if self.kind == "cosine":
+            return self.alpha / 2 * (1 + math.cos(math.pi * progress))
+        return self.alpha * (1 - progress) ** self.power
+
+
+@dataclass
+class Layer:
+    """What a method sees of one masked tensor at an update."""
+
+    name: str
+    weight: torch.Tensor       # current values (pruned entries are 0)
+    mask: torch.Tensor         # bool, current
+    grad: torch.Tensor | None  # dense gradient (accumulated), when the method asks for it
+    stat: torch.Tensor | None  # method-specific running statistic (SNFS: EMA of dense gradient)
+    generator: torch.Generator
+
+
+class DropGrow:
+    """Base class. Override `grow_score` (and optionally `drop_score`, `grow_counts`)."""
+
+    needs_grad = False          # read the dense gradient on update steps
+    needs_stat = False          # keep a per-step statistic of the dense gradient
+    stat_decay = 0.9
+
+    def __init__(self, schedule: UpdateSchedule, grow_init: str = "zero", skip_step: bool = False,
+                 grad_accumulation: int = 1, seed: int = 0):
+        if grad_accumulation < 1:
+            raise JackpotError(f"--grad-accumulation must be >= 1, got {grad_accumulation}")
+        self.schedule = schedule
+        self.grow_init = grow_init
+        self.skip_step = skip_step
+        self.grad_accumulation = grad_accumulation
+        self.seed = seed
+        self.stats: dict[str, torch.Tensor] = {}
+        self.grad_sum: dict[str, torch.Tensor] = {}
+        self.history: list[dict] = []
+
+    # --- method hooks -----------------------------------------------------------------------------
+    def drop_score(self, layer: Layer) -> torch.Tensor:
+        return layer.weight.abs()
+
+    def grow_score(self, layer: Layer) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grow_counts(self, layers: list[Layer], dropped: dict[str, int]) -> dict[str, int]:
+        """How many weights each layer grows; default: exactly what it dropped."""
+        return dict(dropped)
+
+    def drop_counts(self, layers: list[Layer], fraction: float) -> dict[str, int]:
+        return {l.name: int(math.floor(fraction * int(l.mask.sum()))) for l in layers}
+
+    # --- training-loop callback ------------------------------------------------------------------
+    def after_backward(self, step: int, model: torch.nn.Module, sparsifier: Sparsifier) -> bool:
+        """Called between backward() and the optimizer step. Returns True to skip the step."""
+        params = dict(model.named_parameters())
+        if self.needs_stat:
+            with torch.no_grad():
+                for n in sparsifier.masks:
+                    g = params[n].grad
+                    if g is None:
+                        continue
+                    if n not in self.stats:
+                        self.stats[n] = torch.zeros_like(g)
+                    self.stats[n].mul_(self.stat_decay).add_(g, alpha=1 - self.stat_decay)
+        window = self.needs_grad and self.grad_accumulation > 1
+        next_update = (step // self.schedule.delta_t + 1) * self.schedule.delta_t
+        if window and 0 < next_update - step < self.grad_accumulation:  # collect the batches before it
+            with torch.no_grad():
+                for n in sparsifier.masks:
+                    if params[n].grad is not None:
+                        self.grad_sum[n] = self.grad_sum.get(n, 0) + params[n].grad
+        if not self.schedule.is_update(step):
+            return False
+        self.update(step, model, sparsifier)
+        return self.skip_step
+
+    @torch.no_grad()
+    def update(self, step: int, model: torch.nn.Module, sparsifier: Sparsifier) -> dict:
+        params = dict(model.named_parameters())
+        old = sparsifier.masks
+        layers = []
+        for i, (n, m) in enumerate(old.items()):
+            grad = None
+            if self.needs_grad and params[n].grad is not None:
+                grad = params[n].grad + self.grad_sum.get(n, 0)
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "dst", step, i))
+            layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g))
+        self.grad_sum = {}
+        fraction = self.schedule.drop_fraction(step)
+        n_drop = self.drop_counts(layers, fraction)
+        kept = {l.name: _top_k(self.drop_score(l), l.mask, int(l.mask.sum()) - n_drop[l.name]) for l in layers}
+        n_grow = self.grow_counts(layers, n_drop)
+        new = Masks()
+        grown_new = {}
+        for l in layers:
+            candidates = ~kept[l.name]
+            grow = _top_k(self.grow_score(l).to(l.weight.dtype), candidates, n_grow[l.name])
+            new[l.name] = kept[l.name] | grow
+            grown_new[l.name] = grow & ~l.mask
+        sparsifier.set_masks(new)  # zeroes dropped weights and their optimizer state
+        for l in layers:
+            fresh = grown_new[l.name]
+            if self.grow_init != "zero" and fresh.any():
+                params[l.name].data[fresh] = self._grow_values(l, int(fresh.sum()))
+            for opt in sparsifier._optimizers:
+                for value in opt.state.get(params[l.name], {}).values():
+                    if torch.is_tensor(value) and value.shape == fresh.shape:
+                        value[fresh] = 0.0
+        record = {"step": step, "drop_fraction": fraction, "dropped": sum(n_drop.values()),
+                  "grown_new": sum(int(grown_new[l.name].sum()) for l in layers),
+                  "regrown": sum(int((l.mask & ~kept[l.name] & new[l.name]).sum()) for l in layers)}
+        self.history.append(record)
+        return record
+
+    def _grow_values(self, layer: Layer, k: int) -> torch.Tensor:
+        if self.grow_init == "init":  # the layer's default init scale: kaiming-uniform bound of a fan-in
+            fan_in = layer.weight[0].numel() if layer.weight.dim() > 1 else layer.weight.numel()
+            bound = 1.0 / math.sqrt(max(1, fan_in))
+            return (torch.rand(k, generator=layer.generator) * 2 - 1).mul_(bound).to(layer.weight)
+        raise JackpotError(f"unknown --grow-init {self.grow_init!r}; choose zero or init")
+
+    def state_dict(self) -> dict:
+        return {"stats": dict(self.stats), "grad_sum": dict(self.grad_sum), "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stats = dict(state.get("stats", {}))
+        self.grad_sum = dict(state.get("grad_sum", {}))
+        self.history = list(state.get("history", []))
+
+
+def _top_k(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the k highest scores among `allowed` positions (earlier index wins ties)."""
+    keep = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:
+        flat = torch.where(allowed.flatten(), scores.flatten().float(),
+                           torch.tensor(float("-inf"), device=scores.device))
+        keep[torch.argsort(flat, descending=True, stable=True)[:k]] = True
+    return keep.view(scores.shape)
+
+
+# --- the methods ------------------------------------------------------------------------------------
+
+class Static(DropGrow):
+    """The fixed-mask baseline: no updates."""
+
+    def after_backward(self, step, model, sparsifier) -> bool:
+        return False
+
+
+class SET(DropGrow):
+    """Mocanu et al. 2018: drop smallest |w|, grow uniformly at random."""
+
+    def grow_score(self, layer: Layer) -> torch.Tensor:
+        return torch.rand(layer.weight.shape, generator=layer.generator).to(layer.weight.device)
+
+
+class RigL(DropGrow):
+    """Evci et al. 2020: drop smallest |w|, grow largest |dense gradient|."""
+
+    needs_grad = True
+
+    def grow_score(self, layer: Layer) -> torch.Tensor:
+        return layer.grad.abs()
+
+
+class SNFS(DropGrow):
+    """Dettmers & Zettlemoyer 2019: grow by |momentum of the dense gradient|, and redistribute the
+    grown weights across layers in proportion to each layer's mean momentum magnitude over its
+    active weights (capped by the layer's free positions, overflow re-spread)."""
+
+    needs_stat = True
+
+    def grow_score(self, layer: Layer) -> torch.Tensor:
+        return layer.stat.abs()
+
+    def grow_counts(self, layers, dropped):
+        total = sum(dropped.values())
+        weight = {l.name: float(l.stat[l.mask].abs().mean()) if l.mask.any() else 0.0 for l in layers}
+        capacity = {l.name: l.mask.numel() - int(l.mask.sum()) + dropped[l.name] for l in layers}
+        return _apportion(total, weight, capacity)
+
+
+class DSR(DropGrow):
+    """Mostafa & Wang 2019: drop active weights below a global adaptive threshold H (each layer
+    keeps at least one), adapt H toward a target number of drops, reallocate the dropped count
+    across layers in proportion to surviving weights, grow randomly (excluding just-dropped)."""
+
+    def __init__(self, *args, threshold: float = 1e-3, tolerance: float = 0.1, **kw):
+        super().__init__(*args, **kw)
+        self.threshold = threshold
+        self.tolerance = tolerance
+
+    def drop_counts(self, layers, fraction):
+        target = fraction * sum(int(l.mask.sum()) for l in layers)
+        counts = {}
+        for l in layers:
+            active = int(l.mask.sum())
+            below = int(((l.weight.abs() < self.threshold) & l.mask).sum())
+            counts[l.name] = min(below, max(0, active - 1))
+        dropped = sum(counts.values())
+        if dropped > (1 + self.tolerance) * target:
+            self.threshold /= 2
+        elif dropped < (1 - self.tolerance) * target:
+            self.threshold *= 2
+        return counts
+
+    def grow_score(self, layer: Layer) -> torch.Tensor:
+        score = torch.rand(layer.weight.shape, generator=layer.generator).to(layer.weight.device)
+        return torch.where(layer.mask, torch.full_like(score, -1.0), score)  # just-dropped grow last
+
+    def grow_counts(self, layers, dropped):
+        total = sum(dropped.values())
+        surviving = {l.name: float(int(l.mask.sum()) - dropped[l.name]) for l in layers}
+        capacity = {l.name: l.mask.numel() - int(l.mask.sum()) for l in layers}
+        return _apportion(total, surviving, capacity)
+
+    def state_dict(self):
+        return {**super().state_dict(), "threshold": self.threshold}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.threshold = state.get("threshold", self.threshold)
+
+
+def _apportion(total: int, weight: dict[str, float], capacity: dict[str, int]) -> dict[str, int]:
+    """Split `total` in proportion to `weight`, each share capped by `capacity`; capped overflow is
+    re-spread over the others and largest remainders take the leftover units, so the shares sum to
+    `total` exactly whenever the capacities allow it."""
+    out = {n: 0 for n in weight}
+    remaining = min(total, sum(capacity.values()))
+    while remaining > 0:
+        open_ = [n for n in weight if out[n] < capacity[n]]
+        w = {n: max(weight[n], 0.0) for n in open_}
+        s = sum(w.values())
+        shares = {n: remaining * (w[n] / s if s > 0 else 1 / len(open_)) for n in open_}
+        give = {n: min(int(shares[n]), capacity[n] - out[n]) for n in open_}
+        left = remaining - sum(give.values())
+        for n in sorted(open_, key=lambda n: shares[n] - int(shares[n]), reverse=True):
+            if left and give[n] < capacity[n] - out[n]:
+                give[n] += 1
+                left -= 1
+        for n in open_:
+            out[n] += give[n]
+        remaining = left
+    return out
+
+
+METHODS = {"static": Static, "set": SET, "rigl": RigL, "snfs": SNFS, "dsr": DSR}
+
+
+def make_method(name: str, schedule: UpdateSchedule, **kw) -> DropGrow:
+    if name not in METHODS:
+        raise JackpotError(f"unknown sparse training method {name!r}; choose {', '.join(METHODS)}")
+    return METHODS[name](schedule, **kw)
