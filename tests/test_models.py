@@ -171,3 +171,96 @@ def test_construction_leaves_bn_stats_and_train_mode():
     assert m.training
     bn = m.get_submodule("bn")
     assert torch.equal(bn.running_mean, torch.zeros(16)) and int(bn.num_batches_tracked) == 0
+
+
+# --- width scaling (small-dense baseline) ---
+
+from jackpot.models import width_for_params  # noqa: E402
+
+
+@pytest.mark.parametrize("name,count", [
+    ("lenet-300-100", 266_610),
+    ("lenet-5", 61_706),
+    ("mnist1d-mlp", 276_010),
+    ("mnist1d-cnn", 5_210),
+    ("conv-2", 4_301_642),
+    ("resnet-20", 272_474),
+    ("resnet-56", 855_770),
+])
+def test_width_one_keeps_param_counts(name, count):
+    assert n_params(create_model(name, num_classes=10, width=1.0)) == count
+
+
+@pytest.mark.parametrize("name", ["lenet-5", "resnet-20", "vgg-11", "wrn-22-2", "mnist1d-cnn"])
+def test_width_one_bit_identical(name):
+    torch.manual_seed(0)
+    a = create_model(name).state_dict()
+    torch.manual_seed(0)
+    b = create_model(name, width=1.0).state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lenet_300_100_half_width():
+    m = create_model("lenet-300-100", width=0.5)
+    assert (m.fc1.out_features, m.fc2.out_features, m.fc3.out_features) == (150, 50, 10)
+    assert m.fc1.in_features == 784
+    assert n_params(m) == 784 * 150 + 150 + 150 * 50 + 50 + 50 * 10 + 10
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_half_width_smaller_and_forwards(name):
+    info = next(i for i in list_models() if i.name == name)
+    m = create_model(name, width=0.5)
+    assert n_params(m) < n_params(create_model(name))
+    assert forward(m, info.default_input_shape).shape == (2, info.default_num_classes)
+    assert m.get_submodule(output_layer_name(m)).out_features == info.default_num_classes
+
+
+def test_resnet20_half_width_forwards():
+    m = create_model("resnet-20", width=0.5)
+    assert m.get_submodule("conv").out_channels == 8
+    assert m.get_submodule("fc").in_features == 32
+    assert forward(m, (3, 32, 32)).shape == (2, 10)
+
+
+def test_tiny_width_keeps_at_least_one_channel():
+    m = create_model("lenet-5", width=1 / 64)
+    assert m.features[0].out_channels == 1
+    assert forward(m, (1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("width", [0, -0.5, float("nan"), float("inf"), "wide", True])
+def test_bad_width(width):
+    with pytest.raises(JackpotError, match="width") as e:
+        create_model("lenet-300-100", width=width)
+    assert "\n" not in str(e.value)
+
+
+def test_width_for_params_lenet_10_percent():
+    target = 266_610 // 10
+    state = torch.random.get_rng_state()
+    w = width_for_params("lenet-300-100", (1, 28, 28), 10, target)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert 0 < w < 1
+    got = n_params(create_model("lenet-300-100", (1, 28, 28), 10, width=w))
+    assert abs(got - target) <= 0.02 * target
+
+
+def test_width_for_params_full_and_defaults():
+    assert width_for_params("resnet-20", None, None, 272_474) == 1.0
+    w = width_for_params("resnet-20", None, None, 272_474 // 4)
+    assert n_params(create_model("resnet-20", width=w)) < 272_474
+
+
+@pytest.mark.parametrize("target", [10, 266_611, 10**9])
+def test_width_for_params_impossible(target):
+    with pytest.raises(JackpotError, match="lenet-300-100") as e:
+        width_for_params("lenet-300-100", (1, 28, 28), 10, target)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("target", [0, -5, 2.5])
+def test_width_for_params_bad_target(target):
+    with pytest.raises(JackpotError):
+        width_for_params("lenet-300-100", (1, 28, 28), 10, target)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import flat_features, register
+from .registry import flat_features, register, scaled
 
 _PLANS = {2: (64,), 4: (64, 128), 6: (64, 128, 256)}  # one entry per conv pair
 
@@ -16,7 +16,7 @@ _PLANS = {2: (64,), 4: (64, 128), 6: (64, 128, 256)}  # one entry per conv pair
 class ConvN(nn.Module):
     """Pairs of 3x3 'same' convs + ReLU, 2x2 max-pool after each pair, then fc 256-256-classes."""
 
-    def __init__(self, widths: tuple[int, ...], input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, widths: tuple[int, ...], input_shape: tuple[int, ...], num_classes: int, fc: int = 256):
         super().__init__()
         layers: list[nn.Module] = []
         c = input_shape[0]
@@ -28,7 +28,7 @@ class ConvN(nn.Module):
         self.features = nn.Sequential(*layers)
         n = flat_features(self.features, input_shape)
         self.classifier = nn.Sequential(
-            nn.Linear(n, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, num_classes)
+            nn.Linear(n, fc), nn.ReLU(), nn.Linear(fc, fc), nn.ReLU(), nn.Linear(fc, num_classes)
         )
 
     def forward(self, x):
@@ -47,8 +47,8 @@ def _make(depth: int):
         family="conv",
         input_ranks=(3,),
     )
-    def build(input_shape, num_classes):
-        return ConvN(widths, input_shape, num_classes)
+    def build(input_shape, num_classes, width=1.0):
+        return ConvN(tuple(scaled(w, width) for w in widths), input_shape, num_classes, scaled(256, width))
 
 
 for _d in _PLANS:

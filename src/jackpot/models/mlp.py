@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import numel, register
+from .registry import numel, register, scaled
 
 
 class MLP(nn.Module):
@@ -54,8 +54,8 @@ class ResidualMLP(nn.Module):
     num_classes=10,
     family="mlp",
 )
-def lenet_300_100(input_shape, num_classes):
-    return MLP(numel(input_shape), (300, 100), num_classes)
+def lenet_300_100(input_shape, num_classes, width=1.0):
+    return MLP(numel(input_shape), (scaled(300, width), scaled(100, width)), num_classes)
 
 
 @register(
@@ -65,7 +65,7 @@ def lenet_300_100(input_shape, num_classes):
     num_classes=10,
     family="mlp",
 )
-def mnist1d_mlp(input_shape, num_classes):
+def mnist1d_mlp(input_shape, num_classes, width=1.0):
     # Widths from greydanus/mnist1d notebooks/lottery_tickets.ipynb: SparseMLP with
     # model_args.hidden_size = 500 (the MLPBase default of 100 is overridden there); ~276k params.
-    return ResidualMLP(numel(input_shape), 500, num_classes)
+    return ResidualMLP(numel(input_shape), scaled(500, width), num_classes)

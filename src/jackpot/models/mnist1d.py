@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import flat_features, register
+from .registry import flat_features, register, scaled
 
 
 class ConvBase1d(nn.Module):
@@ -40,5 +40,5 @@ class ConvBase1d(nn.Module):
     family="mnist1d",
     input_ranks=(1, 2),
 )
-def mnist1d_cnn(input_shape, num_classes):
-    return ConvBase1d(input_shape, num_classes)
+def mnist1d_cnn(input_shape, num_classes, width=1.0):
+    return ConvBase1d(input_shape, num_classes, scaled(25, width))

@@ -1,7 +1,9 @@
 """Model registry: each family module registers its builders with ``@register``.
 
-A builder has the signature ``build(input_shape, num_classes) -> nn.Module`` and receives
-already-validated arguments (defaults filled in, rank checked).
+A builder has the signature ``build(input_shape, num_classes, width) -> nn.Module`` and receives
+already-validated arguments (defaults filled in, rank checked, ``width`` a finite float > 0). It
+multiplies every hidden width / channel count by ``width`` via :func:`scaled` (input and output sizes
+unchanged); ``width == 1.0`` must build exactly the paper model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 
 from jackpot.errors import JackpotError
 
-Builder = Callable[[tuple[int, ...], int], nn.Module]
+Builder = Callable[[tuple[int, ...], int, float], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,18 @@ def create_model(
     name: str,
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
+    width: float = 1.0,
 ) -> nn.Module:
     """Build a freshly initialised model; ``None`` arguments take the model's paper default.
 
-    Seed with ``torch.manual_seed`` before calling for reproducible weights.
+    ``width`` scales every hidden width / channel count (rounded, at least 1); input and output
+    sizes are unchanged. ``width=1.0`` is the paper model. Seed with ``torch.manual_seed`` before
+    calling for reproducible weights.
     """
     entry = _REGISTRY.get(name)
     if entry is None:
         raise JackpotError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
+    width = _check_width(name, width)
     info = entry.info
     shape = info.default_input_shape if input_shape is None else input_shape
     classes = info.default_num_classes if num_classes is None else num_classes
@@ -100,12 +106,31 @@ def create_model(
             f"model {name} cannot take input shape {_shape_str(shape)}: it expects a {want} input per sample"
         )
     try:
-        model = entry.builder(shape, classes)
+        model = entry.builder(shape, classes, width)
         _check_forward(model, shape, classes)
     except (RuntimeError, ValueError) as e:  # e.g. spatial size too small for the pooling stack
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise JackpotError(f"model {name} cannot take input shape {_shape_str(shape)}: {msg}") from None
     return model
+
+
+def _check_width(name: str, width) -> float:
+    if isinstance(width, bool):
+        raise JackpotError(f"model {name}: width must be a number > 0, got {width!r}")
+    try:
+        w = float(width)
+    except (TypeError, ValueError):
+        raise JackpotError(f"model {name}: width must be a number > 0, got {width!r}") from None
+    if not math.isfinite(w) or w <= 0:
+        raise JackpotError(f"model {name}: width must be a finite number > 0, got {width!r}")
+    return w
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels * width`` rounded to the nearest int (halves up), at least 1; exact at width 1."""
+    if width == 1.0:
+        return channels
+    return max(1, math.floor(channels * width + 0.5))
 
 
 def _check_forward(model: nn.Module, shape: tuple[int, ...], classes: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register
+from .registry import register, scaled
 
 
 class BasicBlock(nn.Module):
@@ -31,16 +31,17 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int, in_channels: int, num_classes: int, width: int = 16):
+    def __init__(self, depth: int, in_channels: int, num_classes: int, width: float = 1.0):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        self.conv = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(width)
-        blocks, f_in = [], width
+        stem = scaled(16, width)
+        self.conv = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(stem)
+        blocks, f_in = [], stem
         for stage in range(3):
-            f_out = width * 2**stage
+            f_out = scaled(16 * 2**stage, width)
             for i in range(n):
                 blocks.append(BasicBlock(f_in, f_out, stride=2 if stage > 0 and i == 0 else 1))
                 f_in = f_out
@@ -69,8 +70,8 @@ def _make(depth: int):
         family="resnet-cifar",
         input_ranks=(3,),
     )
-    def build(input_shape, num_classes):
-        return CifarResNet(depth, input_shape[0], num_classes)
+    def build(input_shape, num_classes, width=1.0):
+        return CifarResNet(depth, input_shape[0], num_classes, width)
 
 
 for _d in (20, 32, 56):

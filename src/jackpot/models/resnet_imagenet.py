@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register
+from .registry import register, scaled
 
 
 def _downsample(f_in: int, f_out: int, stride: int) -> nn.Module | None:
@@ -57,15 +57,16 @@ class Bottleneck(nn.Module):
 
 
 class ImageNetResNet(nn.Module):
-    def __init__(self, block, layers: tuple[int, ...], in_channels: int, num_classes: int):
+    def __init__(self, block, layers: tuple[int, ...], in_channels: int, num_classes: int, width: float = 1.0):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        stem = scaled(64, width)
+        self.conv1 = nn.Conv2d(in_channels, stem, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        f_in, stages = 64, []
+        f_in, stages = stem, []
         for i, n in enumerate(layers):
-            planes = 64 * 2**i
+            planes = scaled(64 * 2**i, width)
             blocks = []
             for j in range(n):
                 blocks.append(block(f_in, planes, stride=2 if i > 0 and j == 0 else 1))
@@ -96,8 +97,8 @@ def _make(depth: int, block, layers):
         family="resnet-imagenet",
         input_ranks=(3,),
     )
-    def build(input_shape, num_classes):
-        return ImageNetResNet(block, layers, input_shape[0], num_classes)
+    def build(input_shape, num_classes, width=1.0):
+        return ImageNetResNet(block, layers, input_shape[0], num_classes, width)
 
 
 _make(18, BasicBlock, (2, 2, 2, 2))

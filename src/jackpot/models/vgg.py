@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register
+from .registry import register, scaled
 
 # Standard VGG configs minus the last 'M': OpenLTH average-pools the final 2x2 map instead.
 _PLANS = {
@@ -28,7 +28,7 @@ class CifarVGG(nn.Module):
         self.features = nn.Sequential(*layers)
         # Adaptive pooling equals OpenLTH's AvgPool2d(2) at 32x32 and also accepts larger images.
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(c, num_classes)
 
     def forward(self, x):
         return self.fc(self.pool(self.features(x)).flatten(1))
@@ -43,8 +43,9 @@ def _make(depth: int):
         family="vgg",
         input_ranks=(3,),
     )
-    def build(input_shape, num_classes):
-        return CifarVGG(_PLANS[depth], input_shape[0], num_classes)
+    def build(input_shape, num_classes, width=1.0):
+        plan = [s if s == "M" else scaled(s, width) for s in _PLANS[depth]]
+        return CifarVGG(plan, input_shape[0], num_classes)
 
 
 for _d in _PLANS:

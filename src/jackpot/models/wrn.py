@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register
+from .registry import register, scaled
 
 
 class PreActBlock(nn.Module):
@@ -29,12 +29,12 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    def __init__(self, depth: int, widen: int, in_channels: int, num_classes: int):
+    def __init__(self, depth: int, widen: int, in_channels: int, num_classes: int, width: float = 1.0):
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
-        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        widths = [scaled(c, width) for c in (16, 16 * widen, 32 * widen, 64 * widen)]
         self.conv = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         blocks, f_in = [], widths[0]
         for stage in range(3):
@@ -68,5 +68,5 @@ class WideResNet(nn.Module):
     family="wrn",
     input_ranks=(3,),
 )
-def wrn_22_2(input_shape, num_classes):
-    return WideResNet(22, 2, input_shape[0], num_classes)
+def wrn_22_2(input_shape, num_classes, width=1.0):
+    return WideResNet(22, 2, input_shape[0], num_classes, width)

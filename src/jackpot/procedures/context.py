@@ -1,0 +1,106 @@
+"""What every procedure needs: the loaded data, seeded model construction, the prunable set,
+step arithmetic and a one-line progress label. Procedures compose these with the engine."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import RunConfig, derive_seed, parse_step, split_list, validate
+from ..data import load_dataset
+from ..data.dataset import Dataset
+from ..errors import JackpotError
+from ..models import create_model
+from ..sparse import Masks, prunable_names
+from ..store import Run, atomic_torch_save
+from ..train import Stage
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    run: Run
+    dataset: Dataset
+    device: torch.device
+    progress: Callable[[str], None]
+
+    @classmethod
+    def open(cls, cfg: RunConfig, root=None, device="cpu", progress: Callable[[str], None] = print,
+             dataset: Dataset | None = None) -> "RunContext":
+        """Validate, load the data (before creating anything on disk: bad input leaves no run)."""
+        cfg = validate(cfg)
+        if dataset is None:
+            dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
+                                   seed=derive_seed(cfg.seed, "validation-split"))
+        ctx = cls(cfg, None, dataset, torch.device(device), progress)
+        ctx.new_model(("init",))  # refuse a model/data mismatch before the run directory exists
+        ctx.run = Run.create(cfg, root)
+        return ctx
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.dataset.num_train / self.cfg.data.batch_size)
+
+    def steps(self, text: str) -> int:
+        return parse_step(text, self.steps_per_epoch)
+
+    @property
+    def total_steps(self) -> int:
+        total = self.steps(self.cfg.train.duration)
+        if total <= 0:
+            raise JackpotError(f"--duration {self.cfg.train.duration} is zero steps")
+        return total
+
+    def new_model(self, seed_tag: tuple, width: float = 1.0) -> torch.nn.Module:
+        """A freshly initialised model; the same tag always gives the same weights."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, *seed_tag))
+            kw = {"width": width} if width != 1.0 else {}
+            return create_model(self.cfg.model.model, self.dataset.input_shape, self.dataset.num_classes, **kw)
+
+    def generator(self, *tags) -> torch.Generator:
+        return torch.Generator().manual_seed(derive_seed(self.cfg.seed, *tags))
+
+    def prunable(self, model: torch.nn.Module) -> list[str]:
+        m = self.cfg.masks
+        return prunable_names(model, m.keep_first, m.keep_output, split_list(m.keep_layers), m.include_bias)
+
+    def save_once(self, obj, name: str) -> Path:
+        path = self.run.stage(name)
+        if not path.exists():
+            atomic_torch_save(obj, path)
+        return path
+
+    def stage(self, rel: str, model: torch.nn.Module, masks: Masks | None, start: int, end: int,
+              label: str, **kw) -> Stage:
+        return Stage(dir=self.run.stage(rel), model=model, dataset=self.dataset, train=self.cfg.train,
+                     batch_size=self.cfg.data.batch_size, order_seed=derive_seed(self.cfg.seed, "data-order"),
+                     start=start, end=end, masks=masks, device=self.device,
+                     progress=throttled(self.progress, label), **kw)
+
+    def label(self, text: str) -> str:
+        return f"[seed {self.cfg.seed}] {text}"
+
+
+def throttled(progress: Callable[[str], None], label: str, every: float = 10.0) -> Callable[[str], None]:
+    """Per-epoch lines for long stages only: at most one every `every` seconds."""
+    last = [time.perf_counter()]
+
+    def show(line: str) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every:
+            last[0] = now
+            progress(f"{label}  {line}")
+    return show
+
+
+def report_stage(ctx: RunContext, label: str, record: dict, seconds: float) -> None:
+    ctx.progress(f"{label}  test acc {100 * record['final']['test_acc']:.1f}%  ({seconds:.1f}s)")
+
+
+def with_train(cfg: RunConfig, **changes) -> RunConfig:
+    return replace(cfg, train=replace(cfg.train, **changes))
