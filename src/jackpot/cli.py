@@ -67,38 +67,76 @@ def _seeds(text: str | None, default: int) -> list[int]:
         raise JackpotError(f"--seeds takes comma-separated integers, got {text!r}") from None
 
 
-def cmd_lottery(args) -> int:
+def _run_all(args, kind: str) -> tuple[list, list]:
+    """Build one config per seed and run them (in a process pool with --workers)."""
     import torch
-    from .analysis.lottery_report import aggregate, format_table, plot
-    from .procedures.lottery import run_lottery
-    from .store import store_root
+    from .procedures import run, run_job
+    from .store import Run, store_root
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
-    cfgs = [config_from_args(args, "lottery", seed=s) for s in _seeds(args.seeds, args.seed)]
+    cfgs = [config_from_args(args, kind, seed=s) for s in _seeds(args.seeds, args.seed)]
     if args.print_dir:
-        for cfg in cfgs:
-            print(store_root(args.store) / f"{cfg.kind}-{run_hash(cfg)}")
-        return 0
+        return cfgs, [Run(store_root(args.store) / f"{cfg.kind}-{run_hash(cfg)}") for cfg in cfgs]
     if args.workers > 1 and len(cfgs) > 1:
         from .launch.local import run_parallel
-        from .procedures.lottery import run_lottery_job
-        from .store import Run
-        paths = run_parallel(run_lottery_job, [(cfg, args.store, device) for cfg in cfgs],
+        paths = run_parallel(run_job, [(cfg, args.store, device) for cfg in cfgs],
                              workers=args.workers, threads=args.threads or 1)
-        runs = [Run(p) for p in paths]
-    else:
-        runs = [run_lottery(cfg, root=args.store, device=device, progress=print) for cfg in cfgs]
+        return cfgs, [Run(p) for p in paths]
+    return cfgs, [run(cfg, root=args.store, device=device, progress=print) for cfg in cfgs]
+
+
+def _report_dir(args, cfgs):
+    from .store import store_root
+    study = dataclasses.replace(cfgs[0], seed=0)
+    seeds = "-".join(str(c.seed) for c in cfgs)
+    return store_root(args.store) / "reports" / f"{study.kind}-{run_hash(study)}-seeds-{seeds}"
+
+
+def cmd_lottery(args) -> int:
+    from .analysis.lottery_report import aggregate, format_table, plot
+
+    cfgs, runs = _run_all(args, "lottery")
+    if args.print_dir:
+        print("\n".join(str(r.path) for r in runs))
+        return 0
     rows = aggregate(runs)
     print()
     print(format_table(rows))
-    study = dataclasses.replace(cfgs[0], seed=0)
-    out = store_root(args.store) / "reports" / f"lottery-{run_hash(study)}-seeds-{'-'.join(str(c.seed) for c in cfgs)}"
+    out = _report_dir(args, cfgs)
     png = plot(rows, out / "accuracy_vs_weights.png")
     (out / "table.md").write_text(format_table(rows) + "\n")
     print(f"\nruns:  {', '.join(str(r.path) for r in runs)}\nplot:  {png}\ntable: {out / 'table.md'}")
     return 0
+
+
+def _cmd_single_stage(args, kind: str, label) -> int:
+    from .analysis.summary import format_summary_table
+
+    cfgs, runs = _run_all(args, kind)
+    if args.print_dir:
+        print("\n".join(str(r.path) for r in runs))
+        return 0
+    table = format_summary_table(runs, label(cfgs[0]))
+    print()
+    print(table)
+    out = _report_dir(args, cfgs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table + "\n")
+    print(f"\nruns:  {', '.join(str(r.path) for r in runs)}\ntable: {out / 'table.md'}")
+    return 0
+
+
+def cmd_pai(args) -> int:
+    return _cmd_single_stage(args, "pai", lambda c: f"{c.pai.score}{' inverted' if c.pai.invert else ''} "
+                                                    f"/ {c.pai.budget}")
+
+
+def cmd_sparse(args) -> int:
+    return _cmd_single_stage(args, "sparse", lambda c: f"{c.sparse.method}"
+                             + (f" ({c.sparse.distribution})" if c.sparse.method not in ("dense", "gmp") else "")
+                             + (f" {c.sparse.extend:g}x" if c.sparse.extend != 1 else ""))
 
 
 def cmd_ls(args) -> int:
@@ -169,13 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and random-mask controls at every level. Re-running resumes; a larger "
                                      "--levels extends a finished run.")
     add_config_flags(lot, ("data", "model", "train", "masks", "prune", "lottery"))
-    lot.add_argument("--seeds", help="comma-separated seeds: one run each, then a table over seeds")
-    _common(lot)
-    lot.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
-    lot.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
-    lot.add_argument("--workers", type=int, default=1, help="run the seeds in this many processes")
-    lot.add_argument("--print-dir", action="store_true", help="print the run directories and exit")
-    lot.set_defaults(func=cmd_lottery)
+    _run_flags(lot, cmd_lottery)
+
+    pai = sub.add_parser("pai", help="prune at initialisation (SNIP, GraSP, SynFlow, random tickets), then train",
+                         description="Score the initial network, keep a per-layer budget, train the sparse "
+                                     "network. Random tickets: --score random --budget smart-ratio.")
+    add_config_flags(pai, ("data", "model", "train", "masks", "pai"))
+    _run_flags(pai, cmd_pai)
+
+    sparse = sub.add_parser("sparse", help="sparse training from scratch (RigL, SET, SNFS, DSR, static, GMP) "
+                                           "and dense / small-dense baselines",
+                            description="Dynamic sparse training with FLOPs accounting (RigL appendix H).")
+    add_config_flags(sparse, ("data", "model", "train", "masks", "sparse"))
+    _run_flags(sparse, cmd_sparse)
 
     ls = sub.add_parser("ls", help="list runs in the store")
     _common(ls)
@@ -197,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--root", required=True, help="directory to download into")
     fetch.set_defaults(func=cmd_data_fetch)
     return parser
+
+
+def _run_flags(p: argparse.ArgumentParser, func) -> None:
+    p.add_argument("--seeds", help="comma-separated seeds: one run each, then a table over seeds")
+    _common(p)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--workers", type=int, default=1, help="run the seeds in this many processes")
+    p.add_argument("--print-dir", action="store_true", help="print the run directories and exit")
+    p.set_defaults(func=func)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

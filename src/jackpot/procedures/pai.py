@@ -1,0 +1,88 @@
+"""Pruning at initialisation and random tickets: score the initial network, keep a budget, train.
+
+--score picks what decides *which* weights survive (magnitude, random, snip, grasp, synflow, ...;
+--invert keeps the lowest), --budget picks *how many* per layer: `global` ranks all scores
+together (SNIP, GraSP, SynFlow as published), any other budget (uniform, erk, smart-ratio, ...)
+fixes each layer's count and the score chooses positions inside it. A random ticket is
+`--score random --budget smart-ratio` (Su et al. 2020). `--rounds n` re-scores n times on the
+way down (iterative SynFlow uses 100), global budget only.
+
+Run directory: init.pt, mask.pt, budget.json (target vs achieved density per layer), train/,
+summary.json.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..config import RunConfig, parse_layer_map
+from ..errors import JackpotError
+from ..sparse import Masks
+from ..sparse.distributions import budget_report, check_collapse, counts_from_densities, layer_densities
+from ..sparse.pruning import keep_top
+from ..sparse.scores import compute_scores, iterative_prune
+from ..store import Run, atomic_write_json
+from ..train import train_stage
+from .context import RunContext, report_stage
+
+
+def scoring_batches(ctx: RunContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`--score-batches` batches of training data, drawn by a seeded permutation."""
+    n = ctx.cfg.pai.score_batches * ctx.cfg.data.batch_size
+    ds = ctx.dataset
+    idx = torch.randperm(ds.num_train, generator=ctx.generator("score-batches"))[:n]
+    b = ctx.cfg.data.batch_size
+    return [(ds.x_train[idx[i:i + b]], ds.y_train[idx[i:i + b]]) for i in range(0, len(idx), b)]
+
+
+def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
+    """The mask a prune-at-init config gives on `model`, and its budget report."""
+    p = ctx.cfg.pai
+    names = ctx.prunable(model)
+    full = Masks.ones_for(model, names)
+    opts = dict(generator=ctx.generator("score"), invert=p.invert, input_shape=ctx.dataset.input_shape)
+    batches = scoring_batches(ctx)
+    if p.budget == "global":
+        masks = iterative_prune(p.score, model, full, batches, p.density, p.rounds, p.round_schedule,
+                                scope="global", **opts)
+        densities = {n: float(m.float().mean()) for n, m in masks.items()}
+    else:
+        if p.rounds != 1:
+            raise JackpotError("--rounds > 1 needs --budget global (a fixed budget fixes each layer's count)")
+        custom = parse_layer_map(p.layer_densities, "--layer-densities") or None
+        densities = layer_densities(p.budget, model, names, p.density, custom=custom,
+                                    min_density=p.min_layer_density)
+        counts = counts_from_densities(densities, {n: m.shape for n, m in full.items()})
+        scores = compute_scores(p.score, model, full, batches, **opts)
+        masks = keep_top(scores, full, counts)
+    check_collapse(masks.layer_counts(), allow=p.allow_collapse)
+    return masks, budget_report(model, names, densities, target=p.density)
+
+
+def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=None) -> Run:
+    if not 0 < cfg.pai.density <= 1:
+        raise JackpotError(f"--density must be in (0, 1], got {cfg.pai.density}")
+    ctx = RunContext.open(cfg, root, device, progress, dataset)
+    total = ctx.total_steps
+    with ctx.run.lock():
+        model = ctx.new_model(("init",))
+        ctx.save_once(model.state_dict(), "init.pt")
+        mask_path = ctx.run.stage("mask.pt")
+        if mask_path.exists():
+            masks = Masks.load(mask_path)
+        else:
+            masks, report = pai_masks(ctx, model)
+            atomic_write_json(ctx.run.stage("budget.json"), report)
+            masks.save(mask_path)
+        p = cfg.pai
+        label = ctx.label(f"{p.score}{' (inverted)' if p.invert else ''} / {p.budget} "
+                          f"{100 * masks.density():.1f}% weights")
+        t0 = time.perf_counter()
+        record = train_stage(ctx.stage("train", model, masks, 0, total, label))
+        report_stage(ctx, label, record, time.perf_counter() - t0)
+        atomic_write_json(ctx.run.stage("summary.json"),
+                          {"density": masks.density(), "final": record["final"], "best": record["best"],
+                           "layers": masks.report()})
+        progress(f"done: {ctx.run.path}")
+    return ctx.run
