@@ -163,3 +163,20 @@ def test_random_masks_exact_and_seeded():
     report = budget_report(model, names, d, target=0.05)
     assert report["target"] == 0.05 and report["achieved"] == pytest.approx(a.density())
     assert [r["kept"] for r in report["layers"]] == list(a.layer_counts().values())
+
+
+def test_smart_ratio_on_an_mlp_scales_every_layer_by_the_formula():
+    from jackpot.models import create_model
+    from jackpot.sparse import prunable_names
+    from jackpot.sparse.distributions import counts_from_densities, layer_densities
+    model = create_model("lenet-300-100")
+    names = prunable_names(model)
+    d = layer_densities("smart-ratio", model, names, 0.1)
+    sizes = {n: p.numel() for n, p in model.named_parameters() if n in names}
+    counts = counts_from_densities(d, sizes)
+    assert sum(counts.values()) == round(0.1 * sum(sizes.values()))
+    # r_l = (L-l+1)^2 + (L-l+1) with L = 3: 12, 6, 2 -> densities in that ratio (before rounding
+    # to whole weights)
+    raw = layer_densities("smart-ratio", model, names, 0.1, exact=False)
+    assert raw["fc1.weight"] / raw["fc2.weight"] == pytest.approx(2.0, rel=1e-9)
+    assert raw["fc2.weight"] / raw["fc3.weight"] == pytest.approx(3.0, rel=1e-9)

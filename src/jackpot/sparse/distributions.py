@@ -82,10 +82,13 @@ def _smart_ratio(free, rest, info):
     all conv/linear modules of the model) gets p_l = k * r_l, r_l = (L-l+1)^2 + (L-l+1), divided by l^2
     for VGG-style nets. k is solved in real numbers (the authors floor each term; the difference is a
     few weights). Clipped overflow goes to the following layers in order (authors' code) or, with
-    redistribute="proportional", is re-solved over the unclipped layers like ERK."""
+    redistribute="proportional", is re-solved over the unclipped layers like ERK.
+    A network without conv layers (an MLP) has nothing to scale against the fixed linear ratio, so
+    there every layer follows the formula (our extension; documented in the README)."""
     sizes, kinds, pos, L = info["sizes"], info["kinds"], info["positions"], info["num_layers"]
-    lin = [n for n in free if kinds[n] == "linear"]
-    conv = [n for n in free if kinds[n] != "linear"]
+    has_conv = any(k != "linear" for k in kinds.values())
+    lin = [n for n in free if kinds[n] == "linear"] if has_conv else []
+    conv = [n for n in free if n not in lin]
     out = {n: info["linear_keep"] for n in lin}
     rest -= sum(info["linear_keep"] * sizes[n] for n in lin)
     if not conv:
