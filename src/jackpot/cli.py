@@ -139,40 +139,75 @@ def cmd_sparse(args) -> int:
                              + (f" {c.sparse.extend:g}x" if c.sparse.extend != 1 else ""))
 
 
-def cmd_ls(args) -> int:
+def _run_line(run) -> tuple[str, str, str]:
+    """(what, weights remaining, status) of a run, whatever its procedure."""
     from .analysis.lottery_report import level_results
+    from .analysis.summary import run_summary
+    cfg = run.config()
+    if cfg.kind == "lottery":
+        levels = level_results(run)
+        done = len(levels) == cfg.lottery.levels + 1
+        what = f"IMP {len(levels) - 1 if levels else 0}/{cfg.lottery.levels} levels"
+        low = f"{100 * levels[-1]['density']:.1f}%" if levels else "-"
+    else:
+        summary = run_summary(run)
+        done = summary is not None
+        what = f"{cfg.pai.score}/{cfg.pai.budget}" if cfg.kind == "pai" else cfg.sparse.method
+        low = f"{100 * summary['density']:.1f}%" if summary else "-"
+    status = "running" if run.is_locked() else ("done" if done else "partial")
+    return what, low, status
+
+
+def cmd_ls(args) -> int:
     from .store import list_runs, store_root
 
     runs = list_runs(args.store)
     if not runs:
         print(f"no runs in {store_root(args.store)}")
         return 0
-    print(f"{'run':<22} {'dataset':<14} {'model':<14} {'seed':>4} {'levels':>7} {'min weights':>11}  status")
+    print(f"{'run':<22} {'dataset':<14} {'model':<14} {'seed':>4}  {'what':<22} {'weights':>8}  status")
     for run in runs:
         cfg = run.config()
-        levels = level_results(run)
-        status = "running" if run.is_locked() else (
-            "done" if len(levels) == cfg.lottery.levels + 1 else "partial")
-        low = f"{100 * levels[-1]['density']:.1f}%" if levels else "-"
-        print(f"{run.path.name:<22} {cfg.data.dataset:<14} {cfg.model.model:<14} {cfg.seed:>4} "
-              f"{len(levels) - 1 if levels else 0:>3}/{cfg.lottery.levels:<3} {low:>11}  {status}")
+        what, low, status = _run_line(run)
+        print(f"{run.path.name:<22} {cfg.data.dataset[:14]:<14} {cfg.model.model:<14} {cfg.seed:>4}  "
+              f"{what:<22} {low:>8}  {status}")
     return 0
 
 
 def cmd_show(args) -> int:
     from .analysis.lottery_report import aggregate, format_table, level_results
+    from .analysis.summary import format_summary_table, run_summary
     from .config import canonical
     from .store import find_run
 
     run = find_run(args.run, args.store)
     cfg = run.config()
     if args.json:
-        print(json.dumps({"run": str(run.path), "config": canonical(cfg), "levels": level_results(run)}, indent=2))
+        body = level_results(run) if cfg.kind == "lottery" else run_summary(run)
+        print(json.dumps({"run": str(run.path), "config": canonical(cfg), "results": body}, indent=2))
         return 0
     print(f"run {run.path}")
     print("settings: " + json.dumps(canonical(cfg), sort_keys=True))
     print()
-    print(format_table(aggregate([run])))
+    if cfg.kind == "lottery":
+        print(format_table(aggregate([run])))
+    else:
+        print(format_summary_table([run], _run_line(run)[0]))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .analysis.inspect import format_inspect, inspect_budget
+    shape, classes = None, None
+    if args.dataset:
+        from .data import load_dataset
+        ds = load_dataset(args.dataset, root=args.data_root)
+        shape, classes = ds.input_shape, ds.num_classes
+    if not 0 < args.density <= 1:
+        raise JackpotError(f"--density must be in (0, 1], got {args.density}")
+    info = inspect_budget(args.model, args.budget, args.density, shape, classes, args.keep_first,
+                          args.keep_output, split_list(args.keep_layers), args.include_bias, args.flops)
+    print(json.dumps(info, indent=1) if args.json else format_inspect(info))
     return 0
 
 
@@ -231,6 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(show)
     show.set_defaults(func=cmd_show)
 
+    ins = sub.add_parser("inspect", help="per-layer densities (and FLOPs) of a budget on a model")
+    ins.add_argument("--model", required=True)
+    ins.add_argument("--budget", default="erk", help="uniform, uniform-first-dense, er, erk, smart-ratio, global")
+    ins.add_argument("--density", type=float, required=True, help="fraction of prunable weights kept")
+    ins.add_argument("--dataset", help="take the input shape and class count from this dataset")
+    ins.add_argument("--data-root")
+    ins.add_argument("--keep-first", action="store_true")
+    ins.add_argument("--keep-output", action="store_true")
+    ins.add_argument("--keep-layers", default="")
+    ins.add_argument("--include-bias", action="store_true")
+    ins.add_argument("--flops", action="store_true", help="add inference FLOPs per layer")
+    ins.add_argument("--json", action="store_true")
+    ins.set_defaults(func=cmd_inspect)
+
     sub.add_parser("models", help="list model names").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list dataset names").set_defaults(func=cmd_datasets)
 
@@ -264,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     except JackpotError as e:
         print(f"jackpot: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("jackpot: interrupted; finished stages are kept, re-run the same command to resume",
               file=sys.stderr)

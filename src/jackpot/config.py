@@ -239,5 +239,47 @@ def validate(cfg: RunConfig) -> RunConfig:
     unknown = set(split_list(lot.controls)) - set(CONTROL_ARMS)
     if unknown:
         raise JackpotError(f"unknown control arm(s) {sorted(unknown)}; choose from {', '.join(CONTROL_ARMS)}")
+    if cfg.kind == "pai":
+        _validate_pai(cfg.pai)
+    if cfg.kind == "sparse":
+        _validate_sparse(cfg.sparse)
     return cfg
+
+
+def _density(value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise JackpotError(f"--density must be in (0, 1] (fraction of weights kept), got {value}")
+
+
+def _validate_pai(p: PaiConfig) -> None:
+    from .sparse.distributions import BUDGETS
+    from .sparse.scores import SCORES
+    if p.score not in SCORES:
+        raise JackpotError(f"unknown score {p.score!r}; choose {', '.join(SCORES)}")
+    if p.budget not in BUDGETS:
+        raise JackpotError(f"unknown budget {p.budget!r}; choose {', '.join(BUDGETS)}")
+    _density(p.density)
+    if p.rounds < 1 or p.score_batches < 1:
+        raise JackpotError("--rounds and --score-batches must be at least 1")
+    if not 0.0 <= p.min_layer_density <= 1.0:
+        raise JackpotError(f"--min-layer-density must be in [0, 1], got {p.min_layer_density}")
+
+
+def _validate_sparse(s: SparseConfig) -> None:
+    from .procedures.sparse_training import METHODS
+    from .sparse.dst import UpdateSchedule
+    if s.method not in METHODS:
+        raise JackpotError(f"unknown sparse training method {s.method!r}; choose {', '.join(METHODS)}")
+    _density(s.density)
+    UpdateSchedule(delta_t=s.delta_t, alpha=s.alpha, kind=s.drop_schedule)  # raises on bad values
+    if not 0.0 < s.t_end <= 1.0:
+        raise JackpotError(f"--t-end must be a fraction of training in (0, 1], got {s.t_end}")
+    if not 0.0 <= s.gmp_start < s.gmp_end <= 1.0:
+        raise JackpotError(f"need 0 <= --gmp-start < --gmp-end <= 1, got {s.gmp_start} and {s.gmp_end}")
+    if s.grow_init not in ("zero", "init"):
+        raise JackpotError(f"unknown --grow-init {s.grow_init!r}; choose zero or init")
+    if s.grad_accumulation < 1:
+        raise JackpotError(f"--grad-accumulation must be >= 1, got {s.grad_accumulation}")
+    if s.extend <= 0:
+        raise JackpotError(f"--extend must be positive, got {s.extend}")
 

@@ -61,8 +61,6 @@ def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
 
 
 def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=None) -> Run:
-    if not 0 < cfg.pai.density <= 1:
-        raise JackpotError(f"--density must be in (0, 1], got {cfg.pai.density}")
     ctx = RunContext.open(cfg, root, device, progress, dataset)
     total = ctx.total_steps
     with ctx.run.lock():

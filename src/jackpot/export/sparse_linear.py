@@ -1,0 +1,163 @@
+"""SparseLinear: a trainable linear layer that stores and updates only its active weights.
+
+Forward y = x W^T + b and the input gradient use MKL CSR products; the weight gradient is
+computed only at active positions (sampled dense-dense product, SDDMM). Outputs and gradients
+equal those of F.linear(x, W * mask) within float tolerance.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import JackpotError
+from . import kernels  # noqa: F401  (silences torch's sparse "beta" warnings)
+
+
+def _csr(crow, col, values, shape):
+    return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+class _Structure(NamedTuple):
+    crow: torch.Tensor
+    col: torch.Tensor
+    crow_t: torch.Tensor
+    col_t: torch.Tensor
+    perm_t: torch.Tensor
+    shape: tuple[int, int]
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """x (B, in), values (nnz,) -> x W^T (B, out) for the CSR structure held by `layer`."""
+
+    @staticmethod
+    def forward(ctx, x, values, layer):
+        # Keep this step's structure: an update_mask before backward must not change it.
+        ctx.layer = _Structure(layer.crow, layer.col, layer.crow_t, layer.col_t, layer.perm_t, layer.shape)
+        ctx.save_for_backward(x, values)
+        w = _csr(layer.crow, layer.col, values, layer.shape)
+        if x.shape[0] == 1:
+            return torch.mv(w, x[0]).unsqueeze(0)
+        return torch.mm(w, x.t()).t()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, values = ctx.saved_tensors
+        layer = ctx.layer
+        grad_x = grad_values = None
+        if ctx.needs_input_grad[0]:
+            # dL/dx = g W, computed as (W^T g^T)^T with the transposed CSR built once per structure.
+            wt = _csr(layer.crow_t, layer.col_t, values[layer.perm_t], layer.shape[::-1])
+            grad_x = torch.mm(wt, grad_out.t()).t()
+        if ctx.needs_input_grad[1]:
+            # dL/dW[r, c] = sum_b g[b, r] x[b, c], only at the nnz positions (values are
+            # ignored with beta=0; zeros keep inf/nan weights from leaking in).
+            pattern = _csr(layer.crow, layer.col, torch.zeros_like(values), layer.shape)
+            grad_values = torch.sparse.sampled_addmm(
+                pattern, grad_out.t().contiguous(), x.contiguous(), beta=0.0).values()
+        return grad_x, grad_values, None
+
+
+class SparseLinear(nn.Module):
+    """Linear layer whose weight is `values` (nnz,) at the positions of a fixed CSR structure.
+
+    Use in place of nn.Linear. After a DST drop/grow, call update_mask(new_mask): kept weights
+    keep their values, grown ones start at 0. The `values` Parameter object stays the same, but
+    its size changes, so optimizer state (momentum) must be remapped with the returned indices.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.values = nn.Parameter(torch.zeros(0))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self._set_structure(torch.zeros(out_features, in_features, dtype=torch.bool), torch.zeros(0))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.out_features, self.in_features)
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, mask: torch.Tensor | None = None) -> "SparseLinear":
+        """Active positions = mask (default: the nonzeros of linear.weight)."""
+        w = linear.weight.detach()
+        mask = w.ne(0) if mask is None else mask.to(torch.bool)
+        if tuple(mask.shape) != tuple(w.shape):
+            raise JackpotError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(w.shape)}")
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        layer._set_structure(mask, w[mask])  # row-major order = CSR order
+        if linear.bias is not None:
+            layer.bias.data.copy_(linear.bias.detach())
+        return layer
+
+    def _set_structure(self, mask: torch.Tensor, values: torch.Tensor) -> None:
+        """Index buffers of the CSR structure of `mask` and of its transpose (for dL/dx)."""
+        rows, cols = mask.nonzero(as_tuple=True)  # row-major, i.e. CSR order
+        out, inp = self.shape
+        crow = torch.zeros(out + 1, dtype=torch.int64)
+        crow[1:] = torch.bincount(rows, minlength=out).cumsum(0)
+        perm_t = torch.argsort(cols * out + rows)  # CSR order of W^T (sorted by column, then row)
+        crow_t = torch.zeros(inp + 1, dtype=torch.int64)
+        crow_t[1:] = torch.bincount(cols, minlength=inp).cumsum(0)
+        i32 = torch.int32  # MKL's CSR kernels are faster with 32-bit indices
+        for name, t in (("crow", crow.to(i32)), ("col", cols.to(i32)), ("crow_t", crow_t.to(i32)),
+                        ("col_t", rows[perm_t].to(i32)), ("perm_t", perm_t)):
+            self.register_buffer(name, t)
+        self.values.data = values.detach().clone().to(self.values.dtype)
+        self.values.grad = None
+
+    @property
+    def mask(self) -> torch.Tensor:
+        m = torch.zeros(self.shape, dtype=torch.bool, device=self.values.device)
+        m[self.rows(), self.col.long()] = True
+        return m
+
+    def rows(self) -> torch.Tensor:
+        return torch.repeat_interleave(torch.arange(self.out_features, device=self.crow.device),
+                                       self.crow.long().diff())
+
+    def dense_weight(self) -> torch.Tensor:
+        w = self.values.new_zeros(self.shape)
+        w[self.rows(), self.col.long()] = self.values.detach()
+        return w
+
+    def to_dense(self) -> nn.Linear:
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(self.dense_weight())
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    def update_mask(self, new_mask: torch.Tensor, init: str = "zero") -> tuple[torch.Tensor, torch.Tensor]:
+        """Rebuild the structure for `new_mask`. Returns (src, dst): new_values[dst] = old_values[src]
+        for the kept weights, so callers can carry optimizer state across."""
+        if init != "zero":
+            raise JackpotError(f"update_mask: unknown init {init!r} (supported: zero)")
+        new_mask = new_mask.to(torch.bool)
+        if tuple(new_mask.shape) != self.shape:
+            raise JackpotError(f"mask shape {tuple(new_mask.shape)} != weight shape {self.shape}")
+        old_flat = self.rows() * self.in_features + self.col.long()  # sorted (row-major)
+        new_flat = new_mask.flatten().nonzero().flatten()
+        if new_flat.numel():
+            pos = torch.searchsorted(new_flat, old_flat).clamp(max=new_flat.numel() - 1)
+            src = (new_flat[pos] == old_flat).nonzero().flatten()
+        else:
+            pos = src = old_flat[:0]
+        dst = pos[src]
+        values = self.values.new_zeros(new_flat.numel())
+        values[dst] = self.values.detach()[src]
+        self._set_structure(new_mask, values)
+        return src, dst
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        y = _SparseMatmul.apply(x.reshape(-1, self.in_features), self.values, self)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"nnz={self.values.numel()}, bias={self.bias is not None}")
