@@ -7,10 +7,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import imp_level  # noqa: E402
 import masking_overhead  # noqa: E402
+import scoring_time  # noqa: E402
 
 if __name__ == "__main__":
     quick = "--quick" in sys.argv
-    results = {"masking_overhead": masking_overhead.main(quick), "imp_level": imp_level.main()}
+    results = {"masking_overhead": masking_overhead.main(quick), "imp_level": imp_level.main(),
+               "scoring_time": scoring_time.main(quick)}
     out = Path(__file__).parent / "results.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out}")
