@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true")
     ins.set_defaults(func=cmd_inspect)
 
+    from .sweep_cli import register as register_sweep_commands  # sweep, report
+    register_sweep_commands(sub)
+
     sub.add_parser("models", help="list model names").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list dataset names").set_defaults(func=cmd_datasets)
 
