@@ -196,6 +196,76 @@ def cmd_show(args) -> int:
     return 0
 
 
+KIND_GROUPS = {"lottery": ("data", "model", "train", "masks", "prune", "lottery"),
+               "pai": ("data", "model", "train", "masks", "pai"),
+               "sparse": ("data", "model", "train", "masks", "sparse")}
+
+
+def cmd_branch(argv: list[str]) -> int:
+    """Two-stage parse: the parent run's config gives the defaults of every data/train flag."""
+    from .procedures.branches import BRANCH_KINDS, BranchSpec, run_branch
+    from .store import find_run
+
+    head = argparse.ArgumentParser(prog="jackpot branch", add_help=False)
+    head.add_argument("run", nargs="?")
+    head.add_argument("--store", default=None)
+    known, _ = head.parse_known_args(argv)
+    wants_help = known.run is None or any(a in ("-h", "--help") for a in argv)
+    parent = None if wants_help else find_run(known.run, known.store)
+    pcfg = parent.config() if parent else RunConfig()
+    parser = argparse.ArgumentParser(
+        prog="jackpot branch", description="Train an ablation or transfer of a ticket; every data and "
+        "training flag defaults to the parent run's value. Kinds: " + ", ".join(BRANCH_KINDS))
+    parser.add_argument("run", help="parent run (directory, name or hash prefix)")
+    parser.add_argument("kind", choices=BRANCH_KINDS)
+    parser.add_argument("--level", type=int, default=1, help="lottery level whose ticket to branch from")
+    parser.add_argument("--branch-seed", type=int, default=0, help="seed of the branch's own random draws")
+    parser.add_argument("--rescale", action="store_true", help="reinit: rescale to the remaining fan-in")
+    parser.add_argument("--exclude", default="", help="transfer: layers re-created instead of transferred")
+    add_config_flags(parser, ("data", "train"))
+    parser.set_defaults(**{f"{g}.{f.name}": getattr(getattr(pcfg, g), f.name)
+                           for g in ("data", "train") for f in dataclasses.fields(GROUPS[g])}, seed=pcfg.seed)
+    _common(parser)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    cfg = dataclasses.replace(pcfg, **{g: GROUPS[g](**{f.name: getattr(args, f"{g}.{f.name}")
+                                                        for f in dataclasses.fields(GROUPS[g])})
+                                       for g in ("data", "train")})
+    spec = BranchSpec(args.kind, args.level, args.branch_seed, args.rescale, args.exclude)
+    path = run_branch(parent, spec, cfg, device=_device(args.device))
+    from .procedures.branches import branch_summary
+    s = branch_summary(path)
+    print(f"branch {args.kind} of {parent.path.name} level {args.level}: {100 * s['density']:.1f}% weights, "
+          f"test acc {100 * s['final']['test_acc']:.1f}%\nresults: {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .analysis.similarity import format_similarity, mask_similarity, resolve_mask
+    a, b = resolve_mask(args.a, args.store), resolve_mask(args.b, args.store)
+    rows = mask_similarity(a, b)
+    print(json.dumps(rows, indent=1) if args.json else format_similarity(rows, args.a, args.b))
+    return 0
+
+
+def cmd_stability(args) -> int:
+    from .procedures.stability import format_stability, run_stability
+    from .store import find_run
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    run = find_run(args.run, args.store)
+    levels = [int(x) for x in split_list(args.levels)]
+    results = run_stability(run, levels, split_list(args.rewinds), args.alphas, device=_device(args.device))
+    print()
+    print(format_stability(results))
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .analysis.inspect import format_inspect, inspect_budget
     shape, classes = None, None
@@ -266,6 +336,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(show)
     show.set_defaults(func=cmd_show)
 
+    sub.add_parser("branch", help="ablation or transfer of a ticket: reinit, rearrange, shuffle, invert, "
+                                   "retrain (another optimizer, schedule or dataset)", add_help=False)
+
+    cmp_ = sub.add_parser("compare", help="per-layer Jaccard overlap of two masks")
+    cmp_.add_argument("a", help="RUN[:LEVEL] (lottery level, default: last) or RUN (pai/sparse) or a mask .pt file")
+    cmp_.add_argument("b")
+    cmp_.add_argument("--json", action="store_true")
+    _common(cmp_)
+    cmp_.set_defaults(func=cmd_compare)
+
+    stab = sub.add_parser("stability", help="linear mode connectivity: error barrier between two copies "
+                                            "trained from a rewind point with different data orders")
+    stab.add_argument("run", help="a lottery run")
+    stab.add_argument("--levels", default="0", help="comma-separated levels (0 = dense)")
+    stab.add_argument("--rewinds", default="0it", help="comma-separated rewind steps, e.g. 0it,20it,1ep")
+    stab.add_argument("--alphas", type=int, default=11, help="interpolation points (incl. both ends)")
+    stab.add_argument("--device", default="auto")
+    stab.add_argument("--threads", type=int, default=0)
+    _common(stab)
+    stab.set_defaults(func=cmd_stability)
+
     ins = sub.add_parser("inspect", help="per-layer densities (and FLOPs) of a budget on a model")
     ins.add_argument("--model", required=True)
     ins.add_argument("--budget", default="erk", help="uniform, uniform-first-dense, er, erk, smart-ratio, global")
@@ -310,8 +401,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["branch"]:
+            return cmd_branch(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except JackpotError as e:
         print(f"jackpot: error: {e}", file=sys.stderr)

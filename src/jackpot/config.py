@@ -30,6 +30,10 @@ class DataConfig:
     data_root: str | None = option(None, "directory holding downloaded datasets", hashed=False)
     val_size: int = option(0, "examples carved from the training data for validation")
     batch_size: int = option(100, "training batch size")
+    corrupt: str = option("", "sanity check: corrupt the mask-finding data (random-labels, random-pixels, "
+                          "half); the ticket then trains on clean data")
+    corrupt_fraction: float | None = option(None, "random-labels: fraction of labels changed (default 1); "
+                                            "half: fraction of examples kept (default 0.5)")
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     unknown = set(split_list(lot.controls)) - set(CONTROL_ARMS)
     if unknown:
         raise JackpotError(f"unknown control arm(s) {sorted(unknown)}; choose from {', '.join(CONTROL_ARMS)}")
+    if d.corrupt:
+        from .data.corrupt import CORRUPTIONS
+        if d.corrupt not in CORRUPTIONS:
+            raise JackpotError(f"unknown corruption {d.corrupt!r}; choose {', '.join(CORRUPTIONS)}")
+        if cfg.kind == "sparse":
+            raise JackpotError("--corrupt applies to mask finding (lottery, pai), not to sparse training")
+        if d.corrupt_fraction is not None and not 0.0 < d.corrupt_fraction <= 1.0:
+            raise JackpotError(f"--corrupt-fraction must be in (0, 1], got {d.corrupt_fraction}")
     if cfg.kind == "pai":
         _validate_pai(cfg.pai)
     if cfg.kind == "sparse":

@@ -10,6 +10,7 @@ ARM_STYLE = {  # one fixed colour and marker per arm across every figure
     "ticket": ("#1f77b4", "o", "winning ticket (IMP)"),
     "reinit": ("#d62728", "s", "random reinit"),
     "random": ("#2ca02c", "^", "random mask"),
+    "clean": ("#9467bd", "D", "ticket, clean data"),
 }
 
 
@@ -70,8 +71,8 @@ def plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for arm, (colour, marker, label) in ARM_STYLE.items():
         pts = [(100 * r["density"], r["arms"][arm]) for r in rows if arm in r["arms"]]
-        if arm != "ticket":  # controls share the dense level-0 point with the ticket
-            pts = [(100 * rows[0]["density"], rows[0]["arms"]["ticket"])] + pts if rows else pts
+        if arm != "ticket" and rows and arm not in rows[0]["arms"]:  # controls start from the dense point
+            pts = [(100 * rows[0]["density"], rows[0]["arms"]["ticket"])] + pts
         if not pts:
             continue
         xs = [p[0] for p in pts]

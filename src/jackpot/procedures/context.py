@@ -41,6 +41,28 @@ class RunContext:
         ctx.run = Run.create(cfg, root)
         return ctx
 
+    @classmethod
+    def attach(cls, run: Run, device="cpu", progress: Callable[[str], None] = print,
+               cfg: RunConfig | None = None) -> "RunContext":
+        """A context for an existing run directory (or a branch's, with its own `cfg`)."""
+        cfg = validate(cfg or run.config())
+        dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
+                               seed=derive_seed(cfg.seed, "validation-split"))
+        return cls(cfg, run, dataset, torch.device(device), progress)
+
+    @property
+    def finding_dataset(self) -> Dataset:
+        """The data masks are found on: the training data, corrupted when --corrupt asks."""
+        d = self.cfg.data
+        if not d.corrupt:
+            return self.dataset
+        if not hasattr(self, "_finding"):
+            from ..data.corrupt import corrupt
+            fraction = d.corrupt_fraction if d.corrupt_fraction is not None else (
+                0.5 if d.corrupt == "half" else 1.0)
+            self._finding = corrupt(self.dataset, d.corrupt, fraction, self.generator("corrupt", d.corrupt))
+        return self._finding
+
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(self.dataset.num_train / self.cfg.data.batch_size)
@@ -76,9 +98,12 @@ class RunContext:
         return path
 
     def stage(self, rel: str, model: torch.nn.Module, masks: Masks | None, start: int, end: int,
-              label: str, **kw) -> Stage:
-        return Stage(dir=self.run.stage(rel), model=model, dataset=self.dataset, train=self.cfg.train,
-                     batch_size=self.cfg.data.batch_size, order_seed=derive_seed(self.cfg.seed, "data-order"),
+              label: str, finding: bool = False, order_seed: int | None = None, **kw) -> Stage:
+        """A training stage on the clean data, or on the mask-finding data when `finding`."""
+        data = self.finding_dataset if finding else self.dataset
+        order = derive_seed(self.cfg.seed, "data-order") if order_seed is None else order_seed
+        return Stage(dir=self.run.stage(rel), model=model, dataset=data, train=self.cfg.train,
+                     batch_size=self.cfg.data.batch_size, order_seed=order,
                      start=start, end=end, masks=masks, device=self.device,
                      progress=throttled(self.progress, label), **kw)
 

@@ -8,6 +8,8 @@ Run directory:
     level_LL/ticket/             the ticket, retrained k -> T (see --retrain)
     level_LL/reinit/             same mask, fresh random initialisation
     level_LL/random/             random mask with the ticket's per-layer counts, same start weights
+    level_LL/clean/              with --corrupt: the ticket trained on clean data (the ticket arm
+                                 itself, which finds the next mask, trains on the corrupted data)
 Each stage is skipped when its done.json exists, so re-running resumes and --levels extends.
 
 Retraining (--retrain), after level L's mask is found on level L-1's trained ticket:
@@ -52,10 +54,11 @@ def run_lottery(cfg: RunConfig, root=None, device: str | torch.device = "cpu",
         ctx.save_once(model.state_dict(), "init.pt")
         masks = Masks.ones_for(model, ctx.prunable(model))
         check_layer_names(model, parse_layer_map(cfg.prune.layer_fractions, "--layer-fractions"))
+        clean = ["clean"] if cfg.data.corrupt else []  # the ticket on clean data (sanity checks)
         for level in range(cfg.lottery.levels + 1):
             if level > 0:
                 masks = _level_mask(ctx, level, masks)
-            for arm in ["ticket"] if level == 0 else ["ticket", *split_list(cfg.lottery.controls)]:
+            for arm in ["ticket", *clean] + ([] if level == 0 else split_list(cfg.lottery.controls)):
                 _train_arm(ctx, level, arm, masks, total, rewind)
         progress(f"done: {ctx.run.path}")
     return ctx.run
@@ -121,5 +124,6 @@ def _train_arm(ctx: RunContext, level: int, arm: str, masks: Masks, total: int, 
         masks = masks.random_like(ctx.generator("random-mask", level))
     label = ctx.label(f"level {level}/{ctx.cfg.lottery.levels} {arm:<6} {100 * masks.density():5.1f}% weights")
     t0 = time.perf_counter()
-    record = train_stage(ctx.stage(rel, model, masks, start, total, label, at_step=at_step, fixed_lr=fixed_lr))
+    record = train_stage(ctx.stage(rel, model, masks, start, total, label, finding=(arm == "ticket"),
+                                   at_step=at_step, fixed_lr=fixed_lr))
     report_stage(ctx, label, record, time.perf_counter() - t0)

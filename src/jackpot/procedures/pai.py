@@ -28,9 +28,10 @@ from .context import RunContext, report_stage
 
 
 def scoring_batches(ctx: RunContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`--score-batches` batches of training data, drawn by a seeded permutation."""
+    """`--score-batches` batches of the mask-finding data (corrupted with --corrupt), drawn by a
+    seeded permutation."""
     n = ctx.cfg.pai.score_batches * ctx.cfg.data.batch_size
-    ds = ctx.dataset
+    ds = ctx.finding_dataset
     idx = torch.randperm(ds.num_train, generator=ctx.generator("score-batches"))[:n]
     b = ctx.cfg.data.batch_size
     return [(ds.x_train[idx[i:i + b]], ds.y_train[idx[i:i + b]]) for i in range(0, len(idx), b)]

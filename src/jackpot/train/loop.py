@@ -49,6 +49,7 @@ class Stage:
     # sparsifier) -> bool (True skips the optimizer step), state_dict()/load_state_dict()
     callbacks: list = field(default_factory=list)
     fixed_lr: float | None = None  # fine-tuning: one learning rate throughout
+    schedule_end: int | None = None  # the step the LR schedule is laid out to (default: end)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -104,7 +105,7 @@ def train_stage(stage: Stage) -> dict:
                 cb.on_step_start(step, model, sparsifier)
         model.train()
         x, y = data.batch(step)
-        lr = stage.fixed_lr if stage.fixed_lr is not None else lr_at(step, stage.end, stage.train, spe)
+        lr = stage.fixed_lr if stage.fixed_lr is not None else lr_at(step, _horizon(stage), stage.train, spe)
         for g in optimizer.param_groups:
             g["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
@@ -148,6 +149,10 @@ def train_stage(stage: Stage) -> dict:
     if ckpt_path.exists():
         ckpt_path.unlink()
     return record
+
+
+def _horizon(stage: Stage) -> int:
+    return stage.schedule_end if stage.schedule_end is not None else stage.end
 
 
 class _Batches:
@@ -194,7 +199,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device) -
 
 def _evaluate(model, stage: Stage, step: int) -> dict:
     lr = stage.fixed_lr if stage.fixed_lr is not None else lr_at(
-        max(step - 1, 0), stage.end, stage.train, stage.steps_per_epoch)
+        max(step - 1, 0), _horizon(stage), stage.train, stage.steps_per_epoch)
     record = {"step": step, "epoch": round(step / stage.steps_per_epoch, 4), "lr": lr}
     for split, (x, y) in stage.dataset.evaluation_splits().items():
         record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(model, x, y, stage.device)

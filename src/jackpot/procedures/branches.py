@@ -1,0 +1,181 @@
+"""Branches: ablations and transfers off a ticket (a lottery level) or a pruned-at-init network.
+
+One typed spec per branch, stored under the run it comes from with its own hash:
+    <run>/branches/<kind>-L<level>-<hash>/  config.json, train/, summary.json
+Kinds:
+  reinit     same mask, fresh random initialisation; --rescale multiplies each layer's kept
+             weights by 1/sqrt(layer density), the standard init scale for the remaining fan-in
+             (Morcos et al. 2019 reviewers' point);
+  rearrange  same count per layer, new uniformly random positions, weights of the rewind point;
+  shuffle    same mask, surviving weight values permuted among surviving positions per layer;
+  invert     same per-layer counts, the *lowest* scores kept (lottery: lowest trained magnitudes;
+             pai: the run's score inverted);
+  retrain    same mask and start weights, with any other training (optimizer, schedule, retraining
+             mode) and/or another dataset: a transfer ("One ticket to win them all"). Masks map by
+             parameter name; layers whose shape depends on the class count are re-created, randomly
+             initialised and left dense; any other shape mismatch is an error unless the layer is
+             listed in --exclude (then re-created too). Late-reset weights travel with the mask.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, canonical, derive_seed, split_list, to_dict
+from ..errors import JackpotError
+from ..sparse import Masks
+from ..sparse.pruning import keep_top, scores_magnitude
+from ..sparse.prunable import layer_of, output_layer
+from ..store import Run, atomic_write_json, read_json, safe_torch_load
+from ..train import lr_at, train_stage
+from .context import RunContext, report_stage
+
+BRANCH_KINDS = ("reinit", "rearrange", "shuffle", "invert", "retrain")
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    kind: str
+    level: int = 1
+    seed: int = 0
+    rescale: bool = False
+    exclude: str = ""
+
+    def __post_init__(self):
+        if self.kind not in BRANCH_KINDS:
+            raise JackpotError(f"unknown branch {self.kind!r}; choose {', '.join(BRANCH_KINDS)}")
+
+
+def branch_dir(parent: Run, spec: BranchSpec, cfg: RunConfig) -> Path:
+    key = json.dumps({"spec": dataclasses.asdict(spec), "config": canonical(cfg)}, sort_keys=True)
+    return parent.path / "branches" / f"{spec.kind}-L{spec.level}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class Source:
+    """What a branch starts from: the ticket's mask, start weights and training span."""
+
+    masks: Masks
+    weights: dict
+    start: int
+    end: int
+    fixed_lr: float | None
+
+
+def ticket_source(ctx: RunContext, level: int) -> Source:
+    run, cfg = ctx.run, ctx.cfg
+    if cfg.kind == "lottery":
+        from .lottery import _start_weights, level_dir
+        if level < 1:
+            raise JackpotError("branch from a pruned level: --level must be >= 1")
+        mask_path = level_dir(run, level) / "mask.pt"
+        if not mask_path.exists():
+            raise JackpotError(f"run {run.path.name} has no ticket at level {level} yet "
+                               f"(run `jackpot lottery` with --levels >= {level} first)")
+        total, rewind = ctx.total_steps, ctx.steps(cfg.lottery.rewind)
+        fixed = lr_at(total - 1, total, cfg.train, ctx.steps_per_epoch) if cfg.lottery.retrain == "finetune" else None
+        return Source(Masks.load(mask_path), _start_weights(ctx, "ticket", level, rewind), rewind, total, fixed)
+    if cfg.kind == "pai":
+        if not run.stage("mask.pt").exists():
+            raise JackpotError(f"run {run.path.name} has no mask yet (run it first)")
+        return Source(Masks.load(run.stage("mask.pt")), safe_torch_load(run.stage("init.pt"), "initial weights"),
+                      0, ctx.total_steps, None)
+    raise JackpotError(f"cannot branch off a {cfg.kind} run: branches start from a lottery level or a pai run")
+
+
+def apply_branch(ctx: RunContext, spec: BranchSpec, src: Source) -> Source:
+    """The branch's own mask and start weights (all random acts seeded by the spec)."""
+    g = torch.Generator().manual_seed(derive_seed(ctx.cfg.seed, "branch", spec.kind, spec.seed))
+    masks, weights = src.masks, dict(src.weights)
+    if spec.kind == "reinit":
+        weights = ctx.new_model(("branch-reinit", spec.seed)).state_dict()
+        if spec.rescale:
+            for n, m in masks.items():
+                weights[n] = weights[n] / math.sqrt(max(m.float().mean().item(), 1e-12))
+    elif spec.kind == "rearrange":
+        masks = masks.random_like(g)
+    elif spec.kind == "shuffle":
+        for n, m in masks.items():
+            w = weights[n].clone()
+            values = w[m]
+            w[m] = values[torch.randperm(values.numel(), generator=g)]
+            weights[n] = w
+    elif spec.kind == "invert":
+        masks = _inverted(ctx, spec.level, masks)
+    return dataclasses.replace(src, masks=masks, weights=weights)
+
+
+def _inverted(ctx: RunContext, level: int, ticket: Masks) -> Masks:
+    if ctx.cfg.kind == "pai":
+        from .pai import pai_masks
+        flipped = dataclasses.replace(ctx, cfg=dataclasses.replace(
+            ctx.cfg, pai=dataclasses.replace(ctx.cfg.pai, invert=not ctx.cfg.pai.invert)))
+        return pai_masks(flipped, ctx.new_model(("init",)))[0]
+    from .lottery import _trained_ticket, level_dir
+    previous = Masks.load(level_dir(ctx.run, level - 1) / "mask.pt") if level > 1 else \
+        Masks({n: torch.ones_like(m) for n, m in ticket.items()})
+    trained = _trained_ticket(ctx, level - 1)
+    scores = {n: -s for n, s in scores_magnitude(trained, previous).items()}
+    return keep_top(scores, previous, ticket.layer_counts())
+
+
+def transfer(src: Source, target: torch.nn.Module, exclude: list[str]) -> tuple[Source, dict]:
+    """Map the source's mask and weights onto `target` by parameter name (see module docstring)."""
+    out_layer = output_layer(target)
+    weights, masks, mapping = target.state_dict(), Masks(), {"transferred": [], "recreated": []}
+    for name, value in weights.items():
+        old = src.weights.get(name)
+        layer = layer_of(name)
+        if old is not None and tuple(old.shape) == tuple(value.shape) and layer not in exclude:
+            weights[name] = old.clone()
+            if name in src.masks:
+                masks[name] = src.masks[name].clone()
+            mapping["transferred"].append(name)
+        elif layer == out_layer or layer in exclude or old is None:
+            mapping["recreated"].append(name)  # fresh init of the target model, left dense
+        else:
+            raise JackpotError(f"cannot transfer {name}: shape {tuple(old.shape)} in the ticket, "
+                               f"{tuple(value.shape)} in the target model (exclude its layer {layer!r} "
+                               f"to re-create it)")
+    return dataclasses.replace(src, masks=masks, weights=weights), mapping
+
+
+def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", progress=print) -> Path:
+    """Train one branch (skipped when finished). `cfg` is the parent's config with any changes."""
+    parent_cfg = parent.config()
+    if cfg.kind != parent_cfg.kind or cfg.seed != parent_cfg.seed:
+        raise JackpotError("a branch keeps its parent's procedure and seed; use --branch-seed for its own draws")
+    pctx = RunContext.attach(parent, device, progress)
+    path = branch_dir(parent, spec, cfg)
+    bctx = RunContext.attach(Run(path), device, progress, cfg=cfg)
+    with Run(path).lock():
+        src = apply_branch(pctx, spec, ticket_source(pctx, spec.level))
+        target = bctx.new_model(("transfer-init", spec.seed))
+        src, mapping = transfer(src, target, split_list(spec.exclude))
+        if cfg.train != parent_cfg.train:  # new training: its own span (rewind point kept)
+            src = dataclasses.replace(src, end=bctx.total_steps, fixed_lr=None)
+        if not (path / "config.json").exists():
+            atomic_write_json(path / "config.json", {"parent": str(parent.path), "branch": dataclasses.asdict(spec),
+                                                     "canonical": canonical(cfg), "config": to_dict(cfg)})
+        target.load_state_dict(src.weights)
+        label = pctx.label(f"branch {spec.kind}{' rescaled' if spec.rescale else ''} of level {spec.level} "
+                           f"{100 * src.masks.density():.1f}% weights")
+        t0 = time.perf_counter()
+        record = train_stage(bctx.stage("train", target, src.masks, src.start, src.end, label,
+                                        fixed_lr=src.fixed_lr))
+        report_stage(pctx, label, record, time.perf_counter() - t0)
+        atomic_write_json(path / "summary.json", {"density": src.masks.density(), "final": record["final"],
+                                                  "best": record["best"], "mapping": mapping,
+                                                  "layers": src.masks.report()})
+    return path
+
+
+def branch_summary(path: Path) -> dict:
+    return read_json(Path(path) / "summary.json", "branch summary")

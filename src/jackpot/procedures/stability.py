@@ -1,0 +1,116 @@
+"""Instability analysis / linear mode connectivity (Frankle et al. 2020).
+
+For a lottery level L (0 = dense) and a rewind step k: take the dense weights at step k (replayed
+from initialisation with the run's own data order and LR schedule, so they equal the run's),
+apply level L's mask, train two copies from k to T with *different* data orders, and evaluate the
+test error along the straight line between them on a grid of alpha. The error barrier is
+    max_alpha err(alpha * w_a + (1 - alpha) * w_b) - mean(err(w_a), err(w_b)).
+Every floating-point tensor of the state (weights and BatchNorm statistics) is interpolated.
+Results land in <run>/stability/level_LL-k<k>/result.json; finished points are not recomputed.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..config import derive_seed
+from ..errors import JackpotError
+from ..sparse import Masks
+from ..store import Run, atomic_write_json, read_json, safe_torch_load
+from ..train import train_stage
+from ..train.loop import evaluate
+from .context import RunContext
+
+
+def interpolate(a: dict, b: dict, alpha: float) -> dict:
+    return {k: alpha * a[k] + (1 - alpha) * b[k] if a[k].is_floating_point() else a[k] for k in a}
+
+
+def barrier(model: torch.nn.Module, a: dict, b: dict, x, y, alphas: int, device) -> dict:
+    grid = [i / (alphas - 1) for i in range(alphas)]
+    errors, losses = [], []
+    for alpha in grid:
+        model.load_state_dict(interpolate(a, b, alpha))
+        loss, acc = evaluate(model, x, y, device)
+        errors.append(1 - acc)
+        losses.append(loss)
+    return {"alphas": grid, "errors": errors, "losses": losses,
+            "barrier_error": max(errors) - (errors[0] + errors[-1]) / 2,
+            "barrier_loss": max(losses) - (losses[0] + losses[-1]) / 2}
+
+
+def run_stability(run: Run, levels: list[int], rewinds: list[str], alphas: int = 11, device="cpu",
+                  progress=print) -> list[dict]:
+    ctx = RunContext.attach(run, device, progress)
+    if ctx.cfg.kind != "lottery":
+        raise JackpotError("stability analysis runs on a lottery run")
+    if alphas < 2:
+        raise JackpotError(f"--alphas must be at least 2, got {alphas}")
+    total = ctx.total_steps
+    results = []
+    with Run(run.path / "stability").lock():
+        for level in levels:
+            masks = _level_masks(ctx, level)
+            for text in rewinds:
+                k = ctx.steps(text)
+                if k >= total:
+                    raise JackpotError(f"rewind {text} ({k} steps) is not before the end of training ({total})")
+                results.append(_point(ctx, level, masks, k, total, alphas))
+    return results
+
+
+def _level_masks(ctx: RunContext, level: int) -> Masks:
+    if level == 0:
+        model = ctx.new_model(("init",))
+        return Masks.ones_for(model, ctx.prunable(model))
+    path = ctx.run.stage(f"level_{level:02d}", "mask.pt")
+    if not path.exists():
+        raise JackpotError(f"run {ctx.run.path.name} has no level {level} yet")
+    return Masks.load(path)
+
+
+def _weights_at(ctx: RunContext, k: int, total: int) -> dict:
+    init = safe_torch_load(ctx.run.stage("init.pt"), "initial weights")
+    if k == 0:
+        return init
+    model = ctx.new_model(("init",))
+    model.load_state_dict(init)
+    full = Masks.ones_for(model, ctx.prunable(model))  # as level 0 trains: same ops, same bits
+    rel = f"stability/replay-k{k}"
+    train_stage(ctx.stage(rel, model, full, 0, k, ctx.label(f"replay to step {k}"), finding=True,
+                          schedule_end=total))
+    return safe_torch_load(ctx.run.stage(rel, "final.pt"), "replayed weights")
+
+
+def _point(ctx: RunContext, level: int, masks: Masks, k: int, total: int, alphas: int) -> dict:
+    out = ctx.run.stage("stability", f"level_{level:02d}-k{k}")
+    if (out / "result.json").exists():
+        return read_json(out / "result.json", "stability result")
+    start = _weights_at(ctx, k, total)
+    t0 = time.perf_counter()
+    finals = []
+    for copy in ("a", "b"):
+        model = ctx.new_model(("init",))
+        model.load_state_dict(start)
+        rel = f"stability/level_{level:02d}-k{k}/{copy}"
+        train_stage(ctx.stage(rel, model, masks, k, total, ctx.label(f"stability copy {copy}"),
+                              order_seed=derive_seed(ctx.cfg.seed, "stability-order", copy)))
+        finals.append(safe_torch_load(ctx.run.stage(rel, "final.pt"), "trained copy"))
+    model = ctx.new_model(("init",)).to(ctx.device)
+    result = {"level": level, "rewind_step": k, "density": masks.density(),
+              **barrier(model, finals[0], finals[1], ctx.dataset.x_test, ctx.dataset.y_test, alphas, ctx.device)}
+    atomic_write_json(out / "result.json", result)
+    ctx.progress(ctx.label(f"level {level} ({100 * masks.density():.1f}% weights) rewind {k}: error barrier "
+                           f"{100 * result['barrier_error']:.1f} points ({time.perf_counter() - t0:.1f}s)"))
+    return result
+
+
+def format_stability(results: list[dict]) -> str:
+    lines = ["| level | weights remaining | rewind step | error at ends (%) | error barrier (points) |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        ends = f"{100 * r['errors'][0]:.1f} / {100 * r['errors'][-1]:.1f}"
+        lines.append(f"| {r['level']} | {100 * r['density']:.1f}% | {r['rewind_step']} | {ends} | "
+                     f"{100 * r['barrier_error']:.1f} |")
+    return "\n".join(lines)
