@@ -139,7 +139,7 @@ class DropGrow:
         for i, (n, m) in enumerate(old.items()):
             grad = None
             if self.needs_grad and params[n].grad is not None:
-                grad = params[n].grad + self.grad_sum.get(n, 0)
+                grad = params[n].grad + self.grad_sum[n] if n in self.grad_sum else params[n].grad
             g = torch.Generator().manual_seed(derive_seed(self.seed, "dst", step, i))
             layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g))
         self.grad_sum = {}
@@ -186,12 +186,24 @@ class DropGrow:
 
 
 def _top_k(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the k highest scores among `allowed` positions (earlier index wins ties)."""
-    keep = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        flat = torch.where(allowed.flatten(), scores.flatten().float(),
-                           torch.tensor(float("-inf"), device=scores.device))
-        keep[torch.argsort(flat, descending=True, stable=True)[:k]] = True
+    """Bool mask of the k highest scores among `allowed` positions (all of them if fewer).
+
+    torch.topk (a partial selection, ~10x cheaper than a full sort on 0.2M entries) breaks ties
+    deterministically for a given input; when few positions are allowed, only those are scored.
+    """
+    flat_allowed = allowed.flatten()
+    keep = torch.zeros_like(flat_allowed)
+    n_allowed = int(flat_allowed.sum())
+    if k <= 0:
+        return keep.view(scores.shape)
+    if k >= n_allowed:
+        return allowed.clone()
+    if 8 * n_allowed < flat_allowed.numel():  # few candidates (e.g. the active weights): score only those
+        candidates = flat_allowed.nonzero().squeeze(1)
+        keep[candidates[torch.topk(scores.flatten()[candidates].float(), k, sorted=False).indices]] = True
+    else:
+        masked = torch.where(flat_allowed, scores.flatten().float(), float("-inf"))
+        keep[torch.topk(masked, k, sorted=False).indices] = True
     return keep.view(scores.shape)
 
 
