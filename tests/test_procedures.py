@@ -137,3 +137,28 @@ def test_bad_input_for_pai_sparse_inspect(tiny_npz, store, capsys, args, message
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("jackpot: error:") and err.count("\n") == 1
     assert message in err
+
+
+def test_export_and_bench_commands(tiny_npz, store, capsys):
+    from jackpot.export import load_exported
+    from jackpot.models import create_model
+    args = ["lottery", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100", "--batch-size", "40",
+            "--duration", "1ep", "--fraction", "0.9", "--levels", "1", "--controls", "", "--device", "cpu"]
+    assert main(args) == 0
+    run = next(p for p in store.iterdir() if p.name.startswith("lottery-"))
+    out = store / "model.pt"
+    assert main(["export", run.name, "-o", str(out)]) == 0
+    exported = load_exported(out)
+    model = create_model("lenet-300-100", (20,), 4)
+    model.load_state_dict(torch.load(run / "level_01/ticket/final.pt", weights_only=True))
+    x = torch.randn(5, 20)
+    assert torch.allclose(exported(x), model.eval()(x), atol=1e-5)
+    capsys.readouterr()
+    assert main(["bench", run.name, "--rounds", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["density"] == pytest.approx(0.1, abs=0.01) and r["ideal"] == pytest.approx(1 / r["density"])
+    assert set(r["forward"]) == {"dense", "masked", "sparse"}
+    assert main(["export", run.name, "-o", str(out), "--level", "0"]) == 2
+    assert "level 0 is dense" in capsys.readouterr().err
+    assert main(["export", run.name, "-o", str(out), "--batch-size", "0"]) == 2
+    assert "batch size" in capsys.readouterr().err

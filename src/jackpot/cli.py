@@ -266,6 +266,69 @@ def cmd_stability(args) -> int:
     return 0
 
 
+def _trained_sparse(args):
+    """(model with trained weights, masks, input shape, classes, arch) of a run's stage."""
+    from .models import create_model
+    from .sparse import Masks
+    from .store import find_run, read_json, safe_torch_load
+    run = find_run(args.run, args.store)
+    cfg = run.config()
+    if cfg.kind == "lottery":
+        levels = sorted(run.path.glob("level_*/mask.pt"))
+        level = args.level if args.level is not None else (int(levels[-1].parent.name[6:]) if levels else 0)
+        stage = run.path / f"level_{level:02d}" / args.arm
+    else:
+        stage = run.stage("train")
+    if not (stage / "mask.pt").exists() or (cfg.kind == "lottery" and level == 0):
+        raise JackpotError(f"run {run.path.name} has no trained sparse network to export at {stage.name} "
+                           "(level 0 is dense; train a pruned level first)")
+    if not (stage / "done.json").exists():
+        raise JackpotError(f"stage {stage} has not finished training")
+    info = read_json(run.stage("dataset.json"), "dataset shape record")
+    shape, classes = tuple(info["input_shape"]), info["num_classes"]
+    model = create_model(cfg.model.model, shape, classes)
+    model.load_state_dict(safe_torch_load(stage / "final.pt", "trained weights"))
+    masks = Masks.load(stage / "mask.pt")
+    return model, masks, shape, classes, {"name": cfg.model.model, "input_shape": shape, "num_classes": classes}
+
+
+def cmd_export(args) -> int:
+    from .export import export_model, save_exported, summary
+    model, masks, shape, classes, arch = _trained_sparse(args)
+    exported = export_model(model, masks, args.batch_size, threads=args.threads, arch=arch)
+    size = save_exported(exported, args.output)
+    rows = summary(exported)
+    dense_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    for r in rows:
+        sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+        print(f"{r['name']:<24} {r['format']:<6} nnz {r['nnz']:>10,}  forward {sp:>7} vs dense  {r['note']}")
+    print(f"saved {args.output}: {size / 1024:.1f} KiB (dense state: {dense_bytes / 1024:.1f} KiB, "
+          f"{size / dense_bytes:.2f}x); load with jackpot.export.load_exported")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .export.bench import benchmark, format_benchmark
+    if args.run:
+        model, masks, shape, classes, _ = _trained_sparse(args)
+    else:
+        if not args.model or args.density is None:
+            raise JackpotError("give a RUN, or --model NAME and --density D")
+        from .analysis.inspect import _default_shape
+        from .models import create_model
+        from .sparse import Masks, prunable_names
+        from .sparse.distributions import layer_densities, random_masks
+        torch_model = create_model(args.model)
+        names = prunable_names(torch_model)
+        import torch
+        masks = random_masks(torch_model, names, layer_densities(args.budget, torch_model, names, args.density),
+                             torch.Generator().manual_seed(0))
+        model, shape, classes = torch_model, _default_shape(args.model), None
+    result = benchmark(model, masks, shape, args.batch_size, args.threads, args.rounds, classes)
+    print(json.dumps(result, indent=1) if args.json else format_benchmark(result))
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .analysis.inspect import format_inspect, inspect_budget
     shape, classes = None, None
@@ -356,6 +419,30 @@ def build_parser() -> argparse.ArgumentParser:
     stab.add_argument("--threads", type=int, default=0)
     _common(stab)
     stab.set_defaults(func=cmd_stability)
+
+    exp = sub.add_parser("export", help="turn a trained sparse network into a compact, fast inference model")
+    exp.add_argument("run")
+    exp.add_argument("-o", "--output", required=True, help="output file (.pt)")
+    exp.add_argument("--level", type=int, default=None, help="lottery level (default: the last)")
+    exp.add_argument("--arm", default="ticket", help="lottery arm (ticket, reinit, random)")
+    exp.add_argument("--batch-size", type=int, default=1, help="batch size to optimise the layer formats for")
+    exp.add_argument("--threads", type=int, default=1)
+    _common(exp)
+    exp.set_defaults(func=cmd_export)
+
+    ben = sub.add_parser("bench", help="measured speed: dense vs masked dense vs real sparse")
+    ben.add_argument("run", nargs="?", help="a run (or give --model and --density)")
+    ben.add_argument("--model")
+    ben.add_argument("--density", type=float)
+    ben.add_argument("--budget", default="uniform")
+    ben.add_argument("--level", type=int, default=None)
+    ben.add_argument("--arm", default="ticket")
+    ben.add_argument("--batch-size", type=int, default=1)
+    ben.add_argument("--threads", type=int, default=1)
+    ben.add_argument("--rounds", type=int, default=7)
+    ben.add_argument("--json", action="store_true")
+    _common(ben)
+    ben.set_defaults(func=cmd_bench)
 
     ins = sub.add_parser("inspect", help="per-layer densities (and FLOPs) of a budget on a model")
     ins.add_argument("--model", required=True)

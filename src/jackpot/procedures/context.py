@@ -39,6 +39,11 @@ class RunContext:
         ctx = cls(cfg, None, dataset, torch.device(device), progress)
         ctx.new_model(("init",))  # refuse a model/data mismatch before the run directory exists
         ctx.run = Run.create(cfg, root)
+        if not ctx.run.stage("dataset.json").exists():  # what export/bench need to rebuild the model
+            from ..store import atomic_write_json
+            atomic_write_json(ctx.run.stage("dataset.json"), {
+                "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
+                "num_train": dataset.num_train, "num_test": int(dataset.x_test.shape[0])})
         return ctx
 
     @classmethod
