@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from jackpot.analysis.similarity import mask_similarity
 from jackpot.cli import main
 from jackpot.config import DataConfig, LotteryConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from jackpot.data.corrupt import corrupt, permute_features, random_labels

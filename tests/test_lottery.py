@@ -2,7 +2,6 @@
 masks (3), controls, rewinding, skipping and extending levels."""
 import json
 
-import pytest
 import torch
 
 from jackpot.config import DataConfig, LotteryConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig

@@ -1,7 +1,6 @@
 """Invariant 6: a lottery run killed mid-level (SIGKILL, no clean-up) and started again with the
 same command ends bit-identical to an uninterrupted run, and finished stages are not redone."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -316,7 +316,7 @@ def cmd_bench(args) -> int:
             raise JackpotError("give a RUN, or --model NAME and --density D")
         from .analysis.inspect import _default_shape
         from .models import create_model
-        from .sparse import Masks, prunable_names
+        from .sparse import prunable_names
         from .sparse.distributions import layer_densities, random_masks
         torch_model = create_model(args.model)
         names = prunable_names(torch_model)

@@ -91,7 +91,8 @@ class LotteryConfig:
 
 @dataclass(frozen=True)
 class PaiConfig:
-    score: str = option("snip", "pruning score at initialisation (see `jackpot inspect --help`)")
+    score: str = option("snip", "pruning score at initialisation: magnitude, magnitude-init-normalized, "
+                        "random, snip, grasp, synflow")
     budget: str = option("global", "per-layer densities: global (from scores), uniform, "
                          "uniform-first-dense, er, erk, smart-ratio, custom")
     density: float = option(0.1, "fraction of prunable weights kept")

@@ -179,3 +179,9 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
 
 def branch_summary(path: Path) -> dict:
     return read_json(Path(path) / "summary.json", "branch summary")
+
+
+def run_branch_job(job: tuple) -> Path:
+    """Process-pool entry point: job = (parent run path, BranchSpec, branch config)."""
+    parent, spec, cfg = job
+    return run_branch(Run(Path(parent)), spec, cfg, progress=lambda line: print(line, flush=True))

@@ -96,6 +96,11 @@ class RunContext:
         m = self.cfg.masks
         return prunable_names(model, m.keep_first, m.keep_output, split_list(m.keep_layers), m.include_bias)
 
+    def layer_densities(self, budget: str, model: torch.nn.Module, names: list[str], density: float, **kw):
+        """Per-layer densities of a budget; smart ratio divides by l^2 for VGG-style nets (Su et al.)."""
+        from ..sparse.distributions import layer_densities
+        return layer_densities(budget, model, names, density, vgg_style=self.cfg.model.model.startswith("vgg"), **kw)
+
     def save_once(self, obj, name: str) -> Path:
         path = self.run.stage(name)
         if not path.exists():

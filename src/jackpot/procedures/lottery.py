@@ -84,9 +84,9 @@ def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
     scores = scores_magnitude(trained, previous)
     p, budget = ctx.cfg.prune, ctx.cfg.lottery.budget
     if budget:  # hybrid tickets: per-layer counts from the budget, positions by magnitude
-        from ..sparse.distributions import counts_from_densities, layer_densities
+        from ..sparse.distributions import counts_from_densities
         density = (1.0 - p.fraction) ** level
-        counts = counts_from_densities(layer_densities(budget, trained, list(previous), density),
+        counts = counts_from_densities(ctx.layer_densities(budget, trained, list(previous), density),
                                        {n: m.shape for n, m in previous.items()})
         masks = keep_top(scores, previous, {n: min(c, int(previous[n].sum())) for n, c in counts.items()})
     else:

@@ -19,7 +19,7 @@ import torch
 from ..config import RunConfig, parse_layer_map
 from ..errors import JackpotError
 from ..sparse import Masks
-from ..sparse.distributions import budget_report, check_collapse, counts_from_densities, layer_densities
+from ..sparse.distributions import budget_report, check_collapse, counts_from_densities
 from ..sparse.pruning import keep_top
 from ..sparse.scores import compute_scores, iterative_prune
 from ..store import Run, atomic_write_json
@@ -52,7 +52,7 @@ def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
         if p.rounds != 1:
             raise JackpotError("--rounds > 1 needs --budget global (a fixed budget fixes each layer's count)")
         custom = parse_layer_map(p.layer_densities, "--layer-densities") or None
-        densities = layer_densities(p.budget, model, names, p.density, custom=custom,
+        densities = ctx.layer_densities(p.budget, model, names, p.density, custom=custom,
                                     min_density=p.min_layer_density)
         counts = counts_from_densities(densities, {n: m.shape for n, m in full.items()})
         scores = compute_scores(p.score, model, full, batches, **opts)

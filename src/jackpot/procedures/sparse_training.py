@@ -40,10 +40,10 @@ def extended_train(ctx: RunContext) -> tuple:
 
 def initial_masks(ctx: RunContext, model: torch.nn.Module) -> Masks:
     """Per-layer densities from --distribution, positions uniformly at random (seeded)."""
-    from ..sparse.distributions import layer_densities, random_masks
+    from ..sparse.distributions import random_masks
     s = ctx.cfg.sparse
     names = ctx.prunable(model)
-    densities = layer_densities(s.distribution, model, names, s.density)
+    densities = ctx.layer_densities(s.distribution, model, names, s.density)
     return random_masks(model, names, densities, ctx.generator("initial-mask"))
 
 
@@ -88,11 +88,11 @@ def _callback(ctx: RunContext, total: int):
 def _small_dense_width(ctx: RunContext) -> float:
     """The width whose dense model has as many parameters as the sparse one (nnz + dense params)."""
     from ..models import width_for_params
-    from ..sparse.distributions import counts_from_densities, layer_densities
+    from ..sparse.distributions import counts_from_densities
     model = ctx.new_model(("init",))
     names = ctx.prunable(model)
     params = dict(model.named_parameters())
-    counts = counts_from_densities(layer_densities(ctx.cfg.sparse.distribution, model, names, ctx.cfg.sparse.density),
+    counts = counts_from_densities(ctx.layer_densities(ctx.cfg.sparse.distribution, model, names, ctx.cfg.sparse.density),
                                    {n: params[n].shape for n in names})
     target = sum(p.numel() for p in model.parameters()) - sum(params[n].numel() for n in names) + sum(counts.values())
     return width_for_params(ctx.cfg.model.model, ctx.dataset.input_shape, ctx.dataset.num_classes, target)

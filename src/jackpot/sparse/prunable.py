@@ -1,7 +1,6 @@
 """Which parameters a mask covers: conv and linear weights by default."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..errors import JackpotError
