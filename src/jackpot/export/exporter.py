@@ -89,14 +89,9 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
 
 def _layer_masks(model: nn.Module, masks: Masks) -> dict[str, dict[str, torch.Tensor]]:
     """Group parameter masks by module: {module name: {param leaf: mask}}."""
-    params = dict(model.named_parameters())
+    Masks(masks).check_against(model)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for name, m in masks.items():
-        if name not in params:
-            raise JackpotError(f"mask names parameter {name!r}, which the model does not have")
-        if tuple(m.shape) != tuple(params[name].shape):
-            raise JackpotError(f"mask for {name} has shape {tuple(m.shape)}, "
-                               f"the parameter has {tuple(params[name].shape)}")
         layer, _, leaf = name.rpartition(".")
         out.setdefault(layer, {})[leaf] = m.to(torch.bool)
     return out
