@@ -167,3 +167,31 @@ def test_bad_schedules(kwargs, message):
 def test_unknown_method():
     with pytest.raises(JackpotError, match="unknown sparse training method"):
         make_method("magic", UpdateSchedule())
+
+
+def test_rigl_grad_accumulation_sums_the_batches_before_the_update():
+    """With grad_accumulation=3, the grow score is the sum of the dense gradients of the 3 batches
+    ending at the update step (steps 8, 9, 10 for an update at 10)."""
+    model, optimizer, sparsifier = sparse_setup()
+    method = make_method("rigl", UpdateSchedule(delta_t=10, alpha=0.3, t_end=100, kind="constant"),
+                         grad_accumulation=3)
+    captured = {}
+    original = method.update
+
+    def spy(step, model_, sp):
+        captured["grad_sum"] = {n: g.clone() for n, g in method.grad_sum.items()}
+        captured["grad"] = dict(model_.named_parameters())["fc1.weight"].grad.clone()
+        return original(step, model_, sp)
+    method.update = spy
+    grads = {}
+    g = torch.Generator().manual_seed(0)
+    for step in range(11):
+        x, y = torch.randn(32, 20, generator=g), torch.randint(0, 5, (32,), generator=g)
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        grads[step] = dict(model.named_parameters())["fc1.weight"].grad.clone()
+        if not method.after_backward(step, model, sparsifier):
+            optimizer.step()
+    assert torch.allclose(captured["grad_sum"]["fc1.weight"], grads[8] + grads[9])
+    assert torch.equal(captured["grad"], grads[10])
+    assert method.grad_sum == {}  # consumed by the update

@@ -4,6 +4,8 @@ import json
 
 import torch
 
+from dataclasses import replace
+
 from jackpot.config import DataConfig, LotteryConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from jackpot.procedures.lottery import run_lottery
 from jackpot.sparse import Masks
@@ -99,3 +101,34 @@ def test_rerun_skips_finished_stages_and_more_levels_extend(tiny_npz, tmp_path):
     assert longer.path == run.path and done.stat().st_mtime_ns == stamp
     assert (run.path / "level_02/ticket/done.json").exists()
     assert sum("level 2/2" in line for line in printed) == 3
+
+
+def test_retraining_modes(tiny_npz, tmp_path):
+    """lr-rewind and finetune start from the trained weights; finetune trains at the final LR."""
+    def cfg(retrain, **train):
+        return RunConfig(data=DataConfig(dataset=f"npz:{tiny_npz}", batch_size=40), model=ModelConfig(model="lenet-300-100"),
+                         train=TrainConfig(lr=2e-3, duration="3ep", **train), prune=PruneConfig(fraction=0.5),
+                         lottery=LotteryConfig(levels=1, controls="", retrain=retrain))
+    lines = lambda run: [json.loads(l) for l in (run.path / "level_01/ticket/metrics.jsonl").read_text().splitlines()]
+    rewind = run_lottery(cfg("rewind"), root=tmp_path, progress=quiet)
+    lr_rewind = run_lottery(cfg("lr-rewind"), root=tmp_path, progress=quiet)
+    # lr-rewind starts from the pruned *trained* weights: far lower loss than the rewound init
+    assert lines(lr_rewind)[0]["test_loss"] < 0.5 * lines(rewind)[0]["test_loss"]
+    cosine = run_lottery(cfg("finetune", schedule="cosine"), root=tmp_path, progress=quiet)
+    ft = lines(cosine)
+    assert {l["lr"] for l in ft[1:]} == {ft[-1]["lr"]} and ft[-1]["lr"] < 2e-3 * 0.01
+    replay = run_lottery(cfg("lr-rewind", schedule="cosine"), root=tmp_path, progress=quiet)
+    assert lines(replay)[1]["lr"] > lines(replay)[-1]["lr"]  # the schedule is replayed
+
+
+def test_global_pruning_by_init_normalized_magnitude(tiny_npz, tmp_path):
+    base = RunConfig(data=DataConfig(dataset=f"npz:{tiny_npz}", batch_size=40), model=ModelConfig(model="lenet-300-100"),
+                     train=TrainConfig(duration="1ep"), lottery=LotteryConfig(levels=1, controls=""))
+    plain = run_lottery(replace(base, prune=PruneConfig(fraction=0.8, scope="global")), root=tmp_path, progress=quiet)
+    norm = run_lottery(replace(base, prune=PruneConfig(fraction=0.8, scope="global", score="magnitude-init-normalized")),
+                       root=tmp_path, progress=quiet)
+    a, b = Masks.load(plain.path / "level_01/mask.pt"), Masks.load(norm.path / "level_01/mask.pt")
+    assert a.count() == b.count()
+    # fc1 (fan-in 20) has the largest init scale: plain magnitude keeps it densest, normalising evens it out
+    da, db = (m.layer_counts()["fc1.weight"] / m["fc1.weight"].numel() for m in (a, b))
+    assert da > db

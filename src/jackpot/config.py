@@ -74,6 +74,9 @@ class PruneConfig:
     output_fraction: float | None = option(
         None, "pruning fraction of the output layer (LTH: half the rate); default: same as --fraction")
     layer_fractions: str = option("", "per-layer overrides: name=fraction,name=fraction")
+    score: str = option("magnitude", "magnitude, or magnitude-init-normalized (|w| / the layer's init std, so "
+                        "global pruning does not favour layers with small weights)",
+                        choices=("magnitude", "magnitude-init-normalized"))
 
 
 @dataclass(frozen=True)

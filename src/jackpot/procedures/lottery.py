@@ -83,6 +83,9 @@ def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
     trained = _trained_ticket(ctx, level - 1)
     scores = scores_magnitude(trained, previous)
     p, budget = ctx.cfg.prune, ctx.cfg.lottery.budget
+    if p.score == "magnitude-init-normalized":
+        init = safe_torch_load(ctx.run.stage("init.pt"), "initial weights")
+        scores = {n: s / max(float(init[n].float().std()), 1e-12) for n, s in scores.items()}
     if budget:  # hybrid tickets: per-layer counts from the budget, positions by magnitude
         from ..sparse.distributions import counts_from_densities
         density = (1.0 - p.fraction) ** level
