@@ -1,0 +1,158 @@
+"""Grid expansion for `jackpot sweep`: `--grid FIELD=v1,v2` over any config field.
+
+A field is addressed as `group.field` (`sparse.method`, `pai.density`, `train.lr`), as the
+top-level `seed`, or by its bare name when exactly one of the command's groups has it
+(`method` in a sparse sweep; `density` resolves to `sparse.density` there and to `pai.density`
+in a pai sweep). Values are comma-separated; a field whose values themselves hold commas
+(`train.milestones`, `lottery.controls`) separates them with `;` instead.
+Every problem (unknown field, empty value, bad value) is one JackpotError, raised before any run
+is created.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+from ..config import GROUPS, RunConfig, run_hash, validate
+from ..errors import JackpotError
+
+KIND_GROUPS = {"lottery": ("data", "model", "train", "masks", "prune", "lottery"),
+               "pai": ("data", "model", "train", "masks", "pai"),
+               "sparse": ("data", "model", "train", "masks", "sparse")}
+
+
+def resolve_field(name: str, kind: str) -> tuple[str | None, dataclasses.Field | None]:
+    """(group, field) of a grid address; (None, None) for the top-level seed."""
+    name = name.strip().replace("-", "_")
+    groups = KIND_GROUPS[kind]
+    if name == "seed":
+        return None, None
+    if "." in name:
+        group, _, fname = name.partition(".")
+        if group not in GROUPS:
+            raise JackpotError(f"--grid: unknown field {name!r} (no config group {group!r}; groups: "
+                               f"{', '.join(groups)})")
+        if group not in groups:
+            raise JackpotError(f"--grid: field {name!r} does not apply to `jackpot sweep {kind}` "
+                               f"(its groups: {', '.join(groups)})")
+        f = {f.name: f for f in dataclasses.fields(GROUPS[group])}.get(fname)
+        if f is None:
+            raise JackpotError(f"--grid: unknown field {name!r}; {group} has "
+                               f"{', '.join(f.name for f in dataclasses.fields(GROUPS[group]))}")
+        return group, f
+    hits = [(g, f) for g in groups for f in dataclasses.fields(GROUPS[g]) if f.name == name]
+    if not hits:
+        raise JackpotError(f"--grid: unknown field {name!r} for `jackpot sweep {kind}` "
+                           f"(write group.field, e.g. train.lr; groups: {', '.join(groups)})")
+    if len(hits) > 1:
+        raise JackpotError(f"--grid: field {name!r} is ambiguous: "
+                           f"{' or '.join(g + '.' + f.name for g, f in hits)}")
+    return hits[0]
+
+
+def _convert(text: str, f: dataclasses.Field | None, address: str) -> Any:
+    if f is None:  # seed
+        type_name = "int"
+    else:
+        type_name = str(f.type)
+    optional = "None" in type_name
+    base = type_name.replace("| None", "").strip()
+    if optional and text.lower() == "none":
+        return None
+    try:
+        if base == "bool":
+            low = text.lower()
+            if low in ("true", "yes", "1", "on"):
+                return True
+            if low in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        value = {"int": int, "float": float, "str": str}[base](text)
+    except (ValueError, KeyError):
+        raise JackpotError(f"--grid {address}: bad value {text!r} (expected {base})") from None
+    choices = f.metadata.get("choices") if f is not None else None
+    if choices and value not in choices:
+        raise JackpotError(f"--grid {address}: bad value {text!r}; choose {', '.join(choices)}")
+    return value
+
+
+def parse_grid(specs: list[str], kind: str) -> dict[str, list]:
+    """['sparse.method=rigl,set', 'seed=0,1'] -> {'sparse.method': ['rigl', 'set'], 'seed': [0, 1]}."""
+    grid: dict[str, list] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name.strip():
+            raise JackpotError(f"--grid {spec!r}: write FIELD=v1,v2,... (e.g. sparse.method=rigl,set)")
+        group, f = resolve_field(name, kind)
+        address = "seed" if group is None else f"{group}.{f.name}"
+        if address in grid:
+            raise JackpotError(f"--grid: field {address} given twice")
+        items = [v.strip() for v in values.split(";" if ";" in values else ",")]
+        if not values.strip() or any(not v for v in items):
+            raise JackpotError(f"--grid {spec!r}: empty value in the list for {address}")
+        converted = [_convert(v, f, address) for v in items]
+        if len(set(map(repr, converted))) != len(converted):
+            raise JackpotError(f"--grid {spec!r}: a value of {address} is listed twice")
+        grid[address] = converted
+    return grid
+
+
+def with_value(cfg: RunConfig, address: str, value: Any) -> RunConfig:
+    if address == "seed":
+        return dataclasses.replace(cfg, seed=value)
+    group, _, fname = address.partition(".")
+    return dataclasses.replace(cfg, **{group: dataclasses.replace(getattr(cfg, group), **{fname: value})})
+
+
+def expand(base: RunConfig, grid: dict[str, list]) -> list[tuple[RunConfig, dict]]:
+    """Every combination, validated: [(config, {address: value})] in grid order (last field fastest).
+    Dense sparse-training baselines collapse to one run per seed (they ignore the sparse settings)."""
+    out, seen = [], {}
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        cfg = base
+        for k, v in values.items():
+            cfg = with_value(cfg, k, v)
+        if cfg.kind == "sparse" and cfg.sparse.method == "dense":
+            # the dense baseline ignores every sparse setting but --extend: one run per seed, not
+            # one per density of the grid
+            from ..config import SparseConfig
+            cfg = dataclasses.replace(cfg, sparse=SparseConfig(method="dense", extend=cfg.sparse.extend))
+        try:
+            validate(cfg)
+        except JackpotError as e:
+            where = ", ".join(f"{k}={v}" for k, v in values.items())
+            raise JackpotError(f"{e} (grid point {where})" if where else str(e)) from None
+        h = run_hash(cfg)
+        if h in seen and cfg.kind == "sparse" and cfg.sparse.method == "dense":
+            continue
+        if h in seen:
+            raise JackpotError(f"--grid points {seen[h]} and {values} give the same run "
+                               f"(a field that does not change what is computed?)")
+        seen[h] = values
+        out.append((cfg, values))
+    return out
+
+
+def preflight(cfgs: list[RunConfig]) -> None:
+    """Load each distinct dataset and build each model once: a bad name or a model/data mismatch
+    is one line before any run directory exists."""
+    from ..data import load_dataset
+    from ..models import create_model
+    shapes = {}
+    for cfg in cfgs:
+        d = cfg.data
+        key = (d.dataset, d.data_root, d.val_size)
+        if key not in shapes:
+            ds = load_dataset(d.dataset, root=d.data_root, val_size=d.val_size)
+            shapes[key] = (ds.input_shape, ds.num_classes)
+        if (key, cfg.model.model) not in shapes:
+            try:
+                create_model(cfg.model.model, *shapes[key])
+            except JackpotError:
+                raise
+            except Exception as e:
+                raise JackpotError(f"model {cfg.model.model!r} does not fit dataset {d.dataset!r}: {e}") from None
+            shapes[(key, cfg.model.model)] = True
