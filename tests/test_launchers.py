@@ -21,7 +21,6 @@ def _finished(store):
 
 
 def test_sweep_on_a_local_ray_cluster(store, capsys):
-    pytest.importorskip("ray", reason="ray is in the test extra; install with pip install -e '.[test]'")
     assert main(["sweep", "sparse", *BASE, "--launcher", "ray", "--workers", "2"]) == 0
     finished, sweep_dir = _finished(store)
     assert len(finished) == 4 and finished == sorted(p.name for p in Path(store).glob("sparse-*"))
@@ -30,7 +29,6 @@ def test_sweep_on_a_local_ray_cluster(store, capsys):
 
 
 def test_sweep_through_submitit_local_executor(store, capsys):
-    pytest.importorskip("submitit", reason="submitit is in the test extra")
     assert main(["sweep", "sparse", *BASE, "--launcher", "slurm", "--slurm-cluster", "local",
                  "--workers", "2"]) == 0
     finished, sweep_dir = _finished(store)
@@ -51,7 +49,6 @@ def _free_port():
 
 @pytest.mark.parametrize("address", [f"127.0.0.1:{_free_port()}", "ray://127.0.0.1:1", "nonsense"])
 def test_unreachable_ray_address_is_one_line_and_starts_nothing(tmp_path, address):
-    pytest.importorskip("ray")
     store = tmp_path / "store"
     proc = subprocess.run([sys.executable, "-m", "jackpot.cli", "sweep", "sparse", *BASE, "--launcher", "ray",
                            "--ray-address", address, "--store", str(store)],
