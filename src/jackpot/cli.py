@@ -51,6 +51,10 @@ def config_from_args(args: argparse.Namespace, kind: str, seed: int | None = Non
 
 def _device(name: str) -> str:
     import torch
+    from .launch import ddp
+    if ddp.dist_env().world_size > 1:  # under torchrun: one process per device
+        _, device = ddp.init("gloo" if name == "cpu" else None)
+        return "cpu" if name == "cpu" else str(device)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -71,7 +75,7 @@ def _run_all(args, kind: str) -> tuple[list, list]:
     """Build one config per seed and run them (in a process pool with --workers)."""
     import torch
     from .procedures import run, run_job
-    from .store import Run, store_root
+    from .store import Run, is_primary, store_root
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,7 +88,14 @@ def _run_all(args, kind: str) -> tuple[list, list]:
         paths = run_parallel(run_job, [(cfg, args.store, device) for cfg in cfgs],
                              workers=args.workers, threads=args.threads or 1)
         return cfgs, [Run(p) for p in paths]
-    return cfgs, [run(cfg, root=args.store, device=device, progress=print) for cfg in cfgs]
+    say = print if is_primary() else (lambda _line: None)
+    return cfgs, [run(cfg, root=args.store, device=device, progress=say) for cfg in cfgs]
+
+
+def _writer() -> bool:
+    """Rank 0 of a torchrun job (or a plain process) prints and writes reports."""
+    from .store import is_primary
+    return is_primary()
 
 
 def _report_dir(args, cfgs):
@@ -98,6 +109,8 @@ def cmd_lottery(args) -> int:
     from .analysis.lottery_report import aggregate, format_table, plot
 
     cfgs, runs = _run_all(args, "lottery")
+    if not _writer():
+        return 0
     if args.print_dir:
         print("\n".join(str(r.path) for r in runs))
         return 0
@@ -115,6 +128,8 @@ def _cmd_single_stage(args, kind: str, label) -> int:
     from .analysis.summary import format_summary_table
 
     cfgs, runs = _run_all(args, kind)
+    if not _writer():
+        return 0
     if args.print_dir:
         print("\n".join(str(r.path) for r in runs))
         return 0

@@ -30,6 +30,12 @@ def store_root(root: str | None = None) -> Path:
 
 # --- atomic files --------------------------------------------------------------------------------
 
+def is_primary() -> bool:
+    """False on every rank but 0 of a torch.distributed job: only rank 0 writes to the store."""
+    import torch.distributed as dist
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 @contextmanager
 def _atomic_path(path: str | Path):
     """Yield a temporary path in the same directory; rename it over `path` on success."""
@@ -46,6 +52,8 @@ def _atomic_path(path: str | Path):
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    if not is_primary():
+        return
     with _atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
@@ -58,6 +66,8 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
+    if not is_primary():
+        return
     with _atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -121,6 +131,8 @@ class Run:
     def create(cls, cfg: RunConfig, root: str | Path | None = None) -> "Run":
         path = store_root(root) / f"{cfg.kind}-{run_hash(cfg)}"
         run = cls(path)
+        if not is_primary():
+            return run
         path.mkdir(parents=True, exist_ok=True)
         record = {"hash": run_hash(cfg), "canonical": canonical(cfg), "config": to_dict(cfg)}
         # Same hash, so only unhashed fields (levels, data_root) can differ: keep the latest.
@@ -144,8 +156,12 @@ class Run:
 
     @contextmanager
     def lock(self):
-        """Refuse to compute a run that another live process is computing."""
+        """Refuse to compute a run that another live process is computing (rank 0 holds the lock
+        for a distributed job)."""
         import fcntl
+        if not is_primary():
+            yield self
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / "run.lock", "a+") as f:
             try:

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from ..config import TrainConfig, derive_seed
 from ..data.dataset import Dataset
 from ..sparse import Masks, Sparsifier
-from ..store import atomic_torch_save, atomic_write_json, read_json, safe_torch_load
+from ..launch import ddp
+from ..store import atomic_torch_save, atomic_write_json, is_primary, read_json, safe_torch_load
 from .optim import build_optimizer, lr_at
 
 EVAL_BATCH = 1000
@@ -65,12 +66,18 @@ def train_stage(stage: Stage) -> dict:
     d = Path(stage.dir)
     if is_done(d):
         return read_json(d / "done.json", "stage record")
-    d.mkdir(parents=True, exist_ok=True)
+    primary = is_primary()
+    if primary:
+        d.mkdir(parents=True, exist_ok=True)
     model = stage.model.to(stage.device)
     sparsifier = Sparsifier(model, stage.masks) if stage.masks is not None else None
     optimizer = build_optimizer(model.parameters(), stage.train)
     if sparsifier:
         sparsifier.attach(optimizer)
+    net, callbacks = model, stage.callbacks
+    if ddp.is_distributed():  # one run on many processes: see jackpot.launch.ddp
+        net = ddp.wrap(model, stage.device)
+        callbacks = [ddp.MaskSync(cb) for cb in stage.callbacks]
 
     step = stage.start
     metrics_path = d / "metrics.jsonl"
@@ -82,14 +89,15 @@ def train_stage(stage: Stage) -> dict:
         if sparsifier:
             sparsifier.set_masks(Masks(ckpt["masks"]))
         step = int(ckpt["step"])
-        for cb, state in zip(stage.callbacks, ckpt.get("callbacks", [])):
+        for cb, state in zip(callbacks, ckpt.get("callbacks", [])):
             cb.load_state_dict(state)
-        _truncate_metrics(metrics_path, step)
-    elif metrics_path.exists():
+        if primary:
+            _truncate_metrics(metrics_path, step)
+    elif metrics_path.exists() and primary:
         metrics_path.unlink()  # metrics of an attempt that never reached a checkpoint
 
     data = _Batches(stage, step)
-    log = _MetricsLog(metrics_path)
+    log = _MetricsLog(metrics_path if primary else None)
     spe = stage.steps_per_epoch
     every = stage.checkpoint_every or spe
     t0 = time.perf_counter()
@@ -100,7 +108,7 @@ def train_stage(stage: Stage) -> dict:
     while step < stage.end:
         if step in stage.at_step:
             stage.at_step[step](model)
-        for cb in stage.callbacks:
+        for cb in callbacks:
             if hasattr(cb, "on_step_start"):
                 cb.on_step_start(step, model, sparsifier)
         model.train()
@@ -109,10 +117,10 @@ def train_stage(stage: Stage) -> dict:
         for g in optimizer.param_groups:
             g["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(net(x), y)
         loss.backward()
         skip = False
-        for cb in stage.callbacks:
+        for cb in callbacks:
             if hasattr(cb, "after_backward"):
                 skip = cb.after_backward(step, model, sparsifier) or skip
         if not skip:
@@ -125,7 +133,7 @@ def train_stage(stage: Stage) -> dict:
             record = _evaluate(model, stage, step)
             record["train_loss"] = train_loss
             log.write(record)
-            if stage.progress:
+            if stage.progress and primary:
                 stage.progress(_progress_line(record, step, stage, time.perf_counter() - t0))
             if not math.isfinite(train_loss):
                 diverged = True
@@ -133,22 +141,41 @@ def train_stage(stage: Stage) -> dict:
         if step % every == 0 and step < stage.end:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "masks": dict(sparsifier.masks) if sparsifier else None, "step": step,
-                               "callbacks": [cb.state_dict() for cb in stage.callbacks]},
+                               "callbacks": [cb.state_dict() for cb in callbacks]},
                               ckpt_path)
 
+    if ddp.is_distributed():
+        _check_ranks_agree(model, sparsifier)
     final_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(final_state, d / "final.pt")
     if sparsifier:
         sparsifier.masks.save(d / "mask.pt")
         sparsifier.detach()
-    record = _summarise(metrics_path, stage, diverged, sparsifier)
-    for cb in stage.callbacks:
-        if hasattr(cb, "summary"):
-            record.update(cb.summary())
-    atomic_write_json(d / "done.json", record)  # written last: the stage is complete
-    if ckpt_path.exists():
-        ckpt_path.unlink()
-    return record
+    if primary:
+        record = _summarise(metrics_path, stage, diverged, sparsifier)
+        for cb in stage.callbacks:
+            if hasattr(cb, "summary"):
+                record.update(cb.summary())
+        atomic_write_json(d / "done.json", record)  # written last: the stage is complete
+        if ckpt_path.exists():
+            ckpt_path.unlink()
+    ddp.barrier()  # every rank sees the finished stage before going on
+    return read_json(d / "done.json", "stage record")
+
+
+@torch.no_grad()
+def _check_ranks_agree(model: torch.nn.Module, sparsifier) -> None:
+    """Masks and weights must be identical on every rank; a cheap float64 fingerprint proves it."""
+    import torch.distributed as dist
+    parts = [p.detach().double().abs().sum() for p in model.parameters()]
+    if sparsifier:
+        parts += [m.double().sum() * (i + 1) for i, m in enumerate(sparsifier.masks.values())]
+    fp = torch.stack(parts).to(next(model.parameters()).device)
+    low, high = fp.clone(), fp.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError("ranks disagree on weights or masks at the end of a stage")
 
 
 def _horizon(stage: Stage) -> int:
@@ -175,6 +202,8 @@ class _Batches:
             self.order = torch.randperm(self.x.shape[0], generator=g).to(self.x.device)
             self.epoch = epoch
         idx = self.order[i * s.batch_size:(i + 1) * s.batch_size]
+        if ddp.is_distributed():  # each rank takes its share of the global batch
+            idx = idx[ddp.rank()::ddp.dist_env().world_size]
         x = self.x[idx]
         if s.dataset.augment:
             from ..data.augment import augment_batch
@@ -207,10 +236,12 @@ def _evaluate(model, stage: Stage, step: int) -> dict:
 
 
 class _MetricsLog:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path | None):
+        self.path = path  # None: not the writing rank
 
     def write(self, record: dict) -> None:
+        if self.path is None:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
