@@ -282,29 +282,10 @@ def cmd_stability(args) -> int:
 
 
 def _trained_sparse(args):
-    """(model with trained weights, masks, input shape, classes, arch) of a run's stage."""
-    from .models import create_model
-    from .sparse import Masks
-    from .store import find_run, read_json, safe_torch_load
-    run = find_run(args.run, args.store)
-    cfg = run.config()
-    if cfg.kind == "lottery":
-        levels = sorted(run.path.glob("level_*/mask.pt"))
-        level = args.level if args.level is not None else (int(levels[-1].parent.name[6:]) if levels else 0)
-        stage = run.path / f"level_{level:02d}" / args.arm
-    else:
-        stage = run.stage("train")
-    if not (stage / "mask.pt").exists() or (cfg.kind == "lottery" and level == 0):
-        raise JackpotError(f"run {run.path.name} has no trained sparse network to export at {stage.name} "
-                           "(level 0 is dense; train a pruned level first)")
-    if not (stage / "done.json").exists():
-        raise JackpotError(f"stage {stage} has not finished training")
-    info = read_json(run.stage("dataset.json"), "dataset shape record")
-    shape, classes = tuple(info["input_shape"]), info["num_classes"]
-    model = create_model(cfg.model.model, shape, classes)
-    model.load_state_dict(safe_torch_load(stage / "final.pt", "trained weights"))
-    masks = Masks.load(stage / "mask.pt")
-    return model, masks, shape, classes, {"name": cfg.model.model, "input_shape": shape, "num_classes": classes}
+    from .export.runs import trained_sparse
+    from .store import find_run
+    model, masks, arch = trained_sparse(find_run(args.run, args.store), args.level, args.arm)
+    return model, masks, arch["input_shape"], arch["num_classes"], arch
 
 
 def cmd_export(args) -> int:
@@ -326,19 +307,12 @@ def cmd_bench(args) -> int:
     from .export.bench import benchmark, format_benchmark
     if args.run:
         model, masks, shape, classes, _ = _trained_sparse(args)
+    elif args.model and args.density is not None:
+        from .export.runs import random_sparse
+        model, masks, arch = random_sparse(args.model, args.density, args.budget)
+        shape, classes = arch["input_shape"], arch["num_classes"]
     else:
-        if not args.model or args.density is None:
-            raise JackpotError("give a RUN, or --model NAME and --density D")
-        from .analysis.inspect import _default_shape
-        from .models import create_model
-        from .sparse import prunable_names
-        from .sparse.distributions import layer_densities, random_masks
-        torch_model = create_model(args.model)
-        names = prunable_names(torch_model)
-        import torch
-        masks = random_masks(torch_model, names, layer_densities(args.budget, torch_model, names, args.density),
-                             torch.Generator().manual_seed(0))
-        model, shape, classes = torch_model, _default_shape(args.model), None
+        raise JackpotError("give a RUN, or --model NAME and --density D")
     result = benchmark(model, masks, shape, args.batch_size, args.threads, args.rounds, classes)
     print(json.dumps(result, indent=1) if args.json else format_benchmark(result))
     return 0

@@ -1,0 +1,49 @@
+"""The trained sparse network of a run directory, rebuilt for export and benchmarking."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import JackpotError
+from ..models import create_model
+from ..sparse import Masks
+from ..store import Run, read_json, safe_torch_load
+
+
+def trained_sparse(run: Run, level: int | None = None, arm: str = "ticket") -> tuple[torch.nn.Module, Masks, dict]:
+    """(model with the trained weights, its masks, arch) of a lottery level/arm (default: the last
+    pruned level) or of a pai/sparse run's training stage."""
+    cfg = run.config()
+    if cfg.kind == "lottery":
+        if level is None:
+            levels = sorted(run.path.glob("level_*/mask.pt"))
+            level = int(levels[-1].parent.name[len("level_"):]) if levels else 0
+        stage = run.path / f"level_{level:02d}" / arm
+    else:
+        stage = run.stage("train")
+    if (cfg.kind == "lottery" and level == 0) or not (stage / "mask.pt").exists():
+        raise JackpotError(f"run {run.path.name} has no trained sparse network at {stage.relative_to(run.path)} "
+                           "(level 0 is dense; train a pruned level first)")
+    if not (stage / "done.json").exists():
+        raise JackpotError(f"stage {stage} has not finished training")
+    info = read_json(run.stage("dataset.json"), "dataset shape record")
+    arch = {"name": cfg.model.model, "input_shape": tuple(info["input_shape"]), "num_classes": info["num_classes"]}
+    model = create_model(arch["name"], arch["input_shape"], arch["num_classes"])
+    model.load_state_dict(safe_torch_load(stage / "final.pt", "trained weights"))
+    return model, Masks.load(stage / "mask.pt"), arch
+
+
+def random_sparse(model_name: str, density: float, budget: str = "uniform", seed: int = 0):
+    """(freshly initialised model, random masks at `density` under `budget`, arch) of a zoo model
+    at its default input shape: for benchmarking speed without a trained run."""
+    from ..models import list_models
+    from ..sparse import prunable_names
+    from ..sparse.distributions import layer_densities, random_masks
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(model_name)
+    names = prunable_names(model)
+    masks = random_masks(model, names, layer_densities(budget, model, names, density),
+                         torch.Generator().manual_seed(seed))
+    info = next(i for i in list_models() if i.name == model_name)
+    return model, masks, {"name": model_name, "input_shape": info.default_input_shape,
+                          "num_classes": info.default_num_classes}
