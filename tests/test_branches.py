@@ -182,3 +182,17 @@ def test_bad_branch_input(ticket_run, tmp_path, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("jackpot: error:") and err.count("\n") == 1 and message in err
+
+
+def test_retrain_branch_switches_weight_rewinding_to_lr_rewinding(ticket_run):
+    ctx = RunContext.attach(ticket_run, progress=quiet)
+    rewound = ticket_source(ctx, 2)
+    lr_rewound = ticket_source(ctx, 2, retrain="lr-rewind")
+    init = torch.load(ticket_run.path / "init.pt", weights_only=True)
+    trained = torch.load(ticket_run.path / "level_01/ticket/final.pt", weights_only=True)
+    assert torch.equal(rewound.weights["fc1.weight"], init["fc1.weight"])
+    assert torch.equal(lr_rewound.weights["fc1.weight"], trained["fc1.weight"])
+    path = run_branch(ticket_run, BranchSpec("retrain", level=2, retrain="finetune"), ticket_run.config(), progress=quiet)
+    import json
+    lrs = {json.loads(l)["lr"] for l in (path / "train/metrics.jsonl").read_text().splitlines()}
+    assert len(lrs) == 1

@@ -237,6 +237,9 @@ def cmd_branch(argv: list[str]) -> int:
     parser.add_argument("--branch-seed", type=int, default=0, help="seed of the branch's own random draws")
     parser.add_argument("--rescale", action="store_true", help="reinit: rescale to the remaining fan-in")
     parser.add_argument("--exclude", default="", help="transfer: layers re-created instead of transferred")
+    parser.add_argument("--retrain", default="", choices=("", "rewind", "lr-rewind", "finetune"),
+                        help="lottery tickets: retrain by weight rewinding, LR rewinding or fine-tuning "
+                             "(default: as the run did)")
     add_config_flags(parser, ("data", "train"))
     parser.set_defaults(**{f"{g}.{f.name}": getattr(getattr(pcfg, g), f.name)
                            for g in ("data", "train") for f in dataclasses.fields(GROUPS[g])}, seed=pcfg.seed)
@@ -250,7 +253,7 @@ def cmd_branch(argv: list[str]) -> int:
     cfg = dataclasses.replace(pcfg, **{g: GROUPS[g](**{f.name: getattr(args, f"{g}.{f.name}")
                                                         for f in dataclasses.fields(GROUPS[g])})
                                        for g in ("data", "train")})
-    spec = BranchSpec(args.kind, args.level, args.branch_seed, args.rescale, args.exclude)
+    spec = BranchSpec(args.kind, args.level, args.branch_seed, args.rescale, args.exclude, args.retrain)
     path = run_branch(parent, spec, cfg, device=_device(args.device))
     from .procedures.branches import branch_summary
     s = branch_summary(path)

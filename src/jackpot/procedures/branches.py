@@ -47,10 +47,13 @@ class BranchSpec:
     seed: int = 0
     rescale: bool = False
     exclude: str = ""
+    retrain: str = ""  # lottery tickets: rewind, lr-rewind or finetune instead of the run's own mode
 
     def __post_init__(self):
         if self.kind not in BRANCH_KINDS:
             raise JackpotError(f"unknown branch {self.kind!r}; choose {', '.join(BRANCH_KINDS)}")
+        if self.retrain not in ("", "rewind", "lr-rewind", "finetune"):
+            raise JackpotError(f"unknown --retrain {self.retrain!r}; choose rewind, lr-rewind or finetune")
 
 
 def branch_dir(parent: Run, spec: BranchSpec, cfg: RunConfig) -> Path:
@@ -69,8 +72,14 @@ class Source:
     fixed_lr: float | None
 
 
-def ticket_source(ctx: RunContext, level: int) -> Source:
+def ticket_source(ctx: RunContext, level: int, retrain: str = "") -> Source:
+    """The ticket at `level` as the run trains it; `retrain` switches the lottery retraining mode
+    (weight rewinding vs learning-rate rewinding vs fine-tuning) for this branch."""
     run, cfg = ctx.run, ctx.cfg
+    if cfg.kind == "lottery" and retrain:
+        ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, lottery=dataclasses.replace(
+            cfg.lottery, retrain=retrain)))
+        cfg = ctx.cfg
     if cfg.kind == "lottery":
         from .lottery import _start_weights, level_dir
         if level < 1:
@@ -156,7 +165,7 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
     path = branch_dir(parent, spec, cfg)
     bctx = RunContext.attach(Run(path), device, progress, cfg=cfg)
     with Run(path).lock():
-        src = apply_branch(pctx, spec, ticket_source(pctx, spec.level))
+        src = apply_branch(pctx, spec, ticket_source(pctx, spec.level, spec.retrain))
         target = bctx.new_model(("transfer-init", spec.seed))
         src, mapping = transfer(src, target, split_list(spec.exclude))
         if cfg.train != parent_cfg.train:  # new training: its own span (rewind point kept)
