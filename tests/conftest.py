@@ -5,17 +5,20 @@ import torch
 torch.set_num_threads(1)
 
 
-@pytest.fixture
-def tiny_npz(tmp_path):
+def write_tiny_npz(path):
     """A small learnable 4-class problem in the npz format users bring (written, not downloaded)."""
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(4, 20)) * 2
     y = rng.integers(0, 4, size=300)
     x = centers[y] + rng.normal(size=(300, 20))
-    path = tmp_path / "tiny.npz"
     np.savez(path, x_train=x[:240].astype(np.float32), y_train=y[:240], x_test=x[240:].astype(np.float32),
              y_test=y[240:])
     return path
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    return write_tiny_npz(tmp_path / "tiny.npz")
 
 
 @pytest.fixture

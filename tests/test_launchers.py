@@ -1,6 +1,5 @@
 """The same sweep on a real local Ray cluster and through submitit's local executor (one job
 array); Ray addresses that do not answer are one line and start nothing."""
-import json
 import socket
 import subprocess
 import sys

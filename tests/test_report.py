@@ -1,8 +1,6 @@
 """`jackpot report`: tables (CSV, Markdown), figures (PNG, PDF), the HTML page, from a store with
 sparse, pai and lottery runs and from a sweep record."""
 import csv
-import json
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +12,9 @@ TINY = ["--duration", "2ep", "--batch-size", "60"]
 
 @pytest.fixture(scope="module")
 def filled_store(tmp_path_factory):
-    import numpy as np
+    from conftest import write_tiny_npz
     root = tmp_path_factory.mktemp("report")
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(4, 20)) * 2
-    y = rng.integers(0, 4, size=300)
-    x = centers[y] + rng.normal(size=(300, 20))
-    npz = root / "tiny.npz"
-    np.savez(npz, x_train=x[:240].astype(np.float32), y_train=y[:240], x_test=x[240:].astype(np.float32),
-             y_test=y[240:])
+    npz = write_tiny_npz(root / "tiny.npz")
     store = root / "store"
     data = ["--dataset", f"npz:{npz}", "--model", "lenet-300-100", *TINY, "--store", str(store), "--workers", "2"]
     assert main(["sweep", "sparse", *data, "--delta-t", "2", "--grid", "method=dense,rigl,set",
