@@ -138,11 +138,14 @@ class Run:
         # Same hash, so only unhashed fields (levels, data_root) can differ: keep the latest.
         if not (path / "config.json").exists() or read_json(path / "config.json") != record:
             atomic_write_json(path / "config.json", record)
-        # Each invocation appends its environment: what code and machine computed which part.
-        env = {"code": code_version(), "environment": environment()}
-        history = read_json(path / "env.json")["history"] if (path / "env.json").exists() else []
-        atomic_write_json(path / "env.json", {"history": history + [env]})
         return run
+
+    def _record_environment(self) -> None:
+        """Each computing invocation appends its code version and environment (under the lock)."""
+        env = {"code": code_version(), "environment": environment()}
+        path = self.path / "env.json"
+        history = read_json(path, "environment record")["history"] if path.exists() else []
+        atomic_write_json(path, {"history": history + [env]})
 
     @property
     def hash(self) -> str:
@@ -169,6 +172,7 @@ class Run:
             except BlockingIOError:
                 raise JackpotError(f"run {self.path} is being computed by another process") from None
             try:
+                self._record_environment()
                 yield self
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
