@@ -196,3 +196,42 @@ def test_retrain_branch_switches_weight_rewinding_to_lr_rewinding(ticket_run):
     import json
     lrs = {json.loads(l)["lr"] for l in (path / "train/metrics.jsonl").read_text().splitlines()}
     assert len(lrs) == 1
+
+
+def test_inverted_pai_branch_keeps_each_layers_count(tiny_npz, tmp_path):
+    from jackpot.config import PaiConfig
+    from jackpot.procedures import run
+    cfg = RunConfig(kind="pai", data=DataConfig(dataset=f"npz:{tiny_npz}", batch_size=40),
+                    model=ModelConfig(model="lenet-300-100"), train=TrainConfig(duration="1ep"),
+                    pai=PaiConfig(score="snip", density=0.1))
+    parent = run(cfg, root=tmp_path, progress=quiet)
+    ctx = RunContext.attach(parent, progress=quiet)
+    src = ticket_source(ctx, 1)
+    inv = apply_branch(ctx, BranchSpec("invert"), src)
+    assert inv.masks.layer_counts() == src.masks.layer_counts()
+    assert all(int((inv.masks[n] & src.masks[n]).sum()) < 0.5 * int(src.masks[n].sum()) for n in src.masks)
+
+
+def test_finetune_branch_with_new_training_still_finetunes(ticket_run):
+    import json
+    cfg = ticket_run.config()
+    cosine = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="cosine", lr=1e-3))
+    path = run_branch(ticket_run, BranchSpec("retrain", level=2, retrain="finetune"), cosine, progress=quiet)
+    lrs = {json.loads(l)["lr"] for l in (path / "train/metrics.jsonl").read_text().splitlines()}
+    import math
+    # the final LR of the 12-step cosine schedule (2 epochs of 6 steps), throughout
+    assert len(lrs) == 1 and lrs.pop() == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 11 / 12)))
+
+
+def test_half_data_keeps_the_clean_schedule(tiny_npz, tmp_path):
+    import json
+    cfg = RunConfig(data=DataConfig(dataset=f"npz:{tiny_npz}", batch_size=40, corrupt="half"),
+                    model=ModelConfig(model="lenet-300-100"),
+                    train=TrainConfig(duration="4ep", warmup="1ep", schedule="step", milestones="2ep"),
+                    lottery=LotteryConfig(levels=1, controls=""))
+    run = run_lottery(cfg, root=tmp_path, progress=quiet)
+    lr = lambda arm: {json.loads(l)["step"]: json.loads(l)["lr"]
+                      for l in (run.path / f"level_01/{arm}/metrics.jsonl").read_text().splitlines()}
+    ticket, clean = lr("ticket"), lr("clean")  # half the examples: epochs of 3 steps vs 6
+    assert max(ticket) == max(clean) == 24
+    assert ticket[12] == clean[12] == 2e-3 and ticket[24] == clean[24] == pytest.approx(2e-4)

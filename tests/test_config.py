@@ -71,3 +71,19 @@ def test_parse_step():
 def test_validate_refuses_with_a_named_problem(cfg, words):
     with pytest.raises(JackpotError, match=words):
         validate(cfg)
+
+
+def test_branch_names_are_pinned_and_ignore_default_options():
+    from pathlib import Path
+
+    from jackpot.procedures.branches import BranchSpec, branch_dir
+    from jackpot.store import Run
+    parent = Run(Path("/store/lottery-x"))
+    assert branch_dir(parent, BranchSpec("shuffle", level=2), RunConfig()).name == "shuffle-L2-846a4cc5299e"
+    assert branch_dir(parent, BranchSpec("reinit", level=3, seed=1, rescale=True), RunConfig()).name == "reinit-L3-ff07730983dc"
+
+
+def test_numbers_hash_by_value_not_by_python_type():
+    from jackpot.config import SparseConfig
+    assert run_hash(RunConfig(sparse=SparseConfig(extend=2))) == run_hash(RunConfig(sparse=SparseConfig(extend=2.0)))
+    assert run_hash(RunConfig(train=TrainConfig(lr=1))) == run_hash(RunConfig(train=TrainConfig(lr=1.0)))

@@ -78,6 +78,13 @@ def test_gmp_small_dense_and_dense_baselines(tiny_npz, tmp_path):
     assert dense["train_flops_ratio"] == pytest.approx(1.0) and dense["inference_flops_ratio"] == 1.0
 
 
+def test_gmp_ending_at_the_last_step_reaches_the_final_density(tiny_npz, tmp_path):
+    r = run(base(tiny_npz, "sparse", sparse=SparseConfig(method="gmp", density=0.1, delta_t=5, gmp_end=1.0)),
+            root=tmp_path, progress=quiet)
+    masks = Masks.load(r.path / "train/mask.pt")
+    assert masks.layer_counts() == {n: keep_count(0.1, m.numel()) for n, m in masks.items()}
+
+
 def test_extended_training_scales_steps_and_flops(tiny_npz, tmp_path):
     one = run(base(tiny_npz, "sparse", sparse=SparseConfig(method="rigl", density=0.2, delta_t=4)), root=tmp_path, progress=quiet)
     two = run(base(tiny_npz, "sparse", sparse=SparseConfig(method="rigl", density=0.2, delta_t=4, extend=2.0)),
@@ -122,6 +129,7 @@ def test_inspect_json_and_flops(capsys):
     (["pai", "--score", "magic"], "unknown score"),
     (["pai", "--budget", "magic"], "unknown budget"),
     (["pai", "--density", "1.5"], "--density"),
+    (["pai", "--min-layer-density", "0.1"], "not --budget global"),
     (["pai", "--budget", "custom", "--layer-densities", "fc9=0.5"], "fc9"),
     (["pai", "--budget", "uniform-first-dense", "--density", "0.05"], "cannot be met"),
     (["sparse", "--method", "magic"], "unknown sparse training method"),

@@ -176,7 +176,8 @@ def canonical(cfg: RunConfig) -> dict:
         for f in fields(group):
             value = getattr(group, f.name)
             if f.metadata.get("hashed", True) and value != f.default:
-                diff[f.name] = value
+                # 2 and 2.0 are the same setting: float fields always hash as floats
+                diff[f.name] = float(value) if f.type.startswith("float") and value is not None else value
         if diff:
             out[name] = diff
     return out

@@ -57,7 +57,10 @@ class BranchSpec:
 
 
 def branch_dir(parent: Run, spec: BranchSpec, cfg: RunConfig) -> Path:
-    key = json.dumps({"spec": dataclasses.asdict(spec), "config": canonical(cfg)}, sort_keys=True)
+    # Like run hashes: only fields that differ from their defaults, so new no-op options keep old names.
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+              if f.name in ("kind", "level") or getattr(spec, f.name) != f.default}
+    key = json.dumps({"spec": fields, "config": canonical(cfg)}, sort_keys=True)
     return parent.path / "branches" / f"{spec.kind}-L{spec.level}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -122,11 +125,14 @@ def apply_branch(ctx: RunContext, spec: BranchSpec, src: Source) -> Source:
 
 
 def _inverted(ctx: RunContext, level: int, ticket: Masks) -> Masks:
-    if ctx.cfg.kind == "pai":
-        from .pai import pai_masks
-        flipped = dataclasses.replace(ctx, cfg=dataclasses.replace(
-            ctx.cfg, pai=dataclasses.replace(ctx.cfg.pai, invert=not ctx.cfg.pai.invert)))
-        return pai_masks(flipped, ctx.new_model(("init",)))[0]
+    if ctx.cfg.kind == "pai":  # the run's score, inverted, inside each layer's count
+        from ..sparse.scores import compute_scores
+        from .pai import score_options, scoring_batches
+        model = ctx.new_model(("init",))
+        full = Masks({n: torch.ones_like(m) for n, m in ticket.items()})
+        scores = compute_scores(ctx.cfg.pai.score, model, full, scoring_batches(ctx),
+                                **{**score_options(ctx, model), "invert": not ctx.cfg.pai.invert})
+        return keep_top(scores, full, ticket.layer_counts())
     from .lottery import _trained_ticket, level_dir
     previous = Masks.load(level_dir(ctx.run, level - 1) / "mask.pt") if level > 1 else \
         Masks({n: torch.ones_like(m) for n, m in ticket.items()})
@@ -169,7 +175,10 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
         target = bctx.new_model(("transfer-init", spec.seed))
         src, mapping = transfer(src, target, split_list(spec.exclude))
         if cfg.train != parent_cfg.train:  # new training: its own span (rewind point kept)
-            src = dataclasses.replace(src, end=bctx.total_steps, fixed_lr=None)
+            finetune = cfg.kind == "lottery" and (spec.retrain or cfg.lottery.retrain) == "finetune"
+            total = bctx.total_steps
+            src = dataclasses.replace(src, end=total, fixed_lr=lr_at(
+                total - 1, total, bctx.train_in_steps(), bctx.steps_per_epoch) if finetune else None)
         if not (path / "config.json").exists():
             atomic_write_json(path / "config.json", {"parent": str(parent.path), "branch": dataclasses.asdict(spec),
                                                      "canonical": canonical(cfg), "config": to_dict(cfg)})

@@ -82,6 +82,14 @@ class RunContext:
             raise JackpotError(f"--duration {self.cfg.train.duration} is zero steps")
         return total
 
+    def train_in_steps(self):
+        """The training config with every step string in iterations of the *clean* data's epochs,
+        so a stage on fewer examples (--corrupt half) keeps the same LR schedule and length."""
+        t = self.cfg.train
+        it = lambda text: f"{self.steps(text)}it"
+        return replace(t, duration=it(t.duration), warmup=it(t.warmup),
+                       milestones=",".join(it(m) for m in split_list(t.milestones)))
+
     def new_model(self, seed_tag: tuple, width: float = 1.0) -> torch.nn.Module:
         """A freshly initialised model; the same tag always gives the same weights."""
         with torch.random.fork_rng(devices=[]):
@@ -112,7 +120,7 @@ class RunContext:
         """A training stage on the clean data, or on the mask-finding data when `finding`."""
         data = self.finding_dataset if finding else self.dataset
         order = derive_seed(self.cfg.seed, "data-order") if order_seed is None else order_seed
-        return Stage(dir=self.run.stage(rel), model=model, dataset=data, train=self.cfg.train,
+        return Stage(dir=self.run.stage(rel), model=model, dataset=data, train=self.train_in_steps(),
                      batch_size=self.cfg.data.batch_size, order_seed=order,
                      start=start, end=end, masks=masks, device=self.device,
                      progress=throttled(self.progress, label), **kw)

@@ -37,13 +37,24 @@ def scoring_batches(ctx: RunContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(ds.x_train[idx[i:i + b]], ds.y_train[idx[i:i + b]]) for i in range(0, len(idx), b)]
 
 
+def score_options(ctx: RunContext, model: torch.nn.Module) -> dict:
+    """Everything a score may need besides the batches: the seeded generator, the input shape and
+    each layer's initial std (magnitude-init-normalized keeps dividing by it in later rounds)."""
+    params = dict(model.named_parameters())
+    return {"generator": ctx.generator("score"), "input_shape": ctx.dataset.input_shape,
+            "init_scale": {n: float(params[n].detach().float().std()) for n in ctx.prunable(model)}}
+
+
 def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
     """The mask a prune-at-init config gives on `model`, and its budget report."""
     p = ctx.cfg.pai
     names = ctx.prunable(model)
     full = Masks.ones_for(model, names)
-    opts = dict(generator=ctx.generator("score"), invert=p.invert, input_shape=ctx.dataset.input_shape)
+    opts = {**score_options(ctx, model), "invert": p.invert}
     batches = scoring_batches(ctx)
+    if p.budget == "global" and (p.min_layer_density or p.layer_densities):
+        raise JackpotError("--min-layer-density and --layer-densities fix per-layer counts: use them with a "
+                           "budget (uniform, erk, custom...), not --budget global")
     if p.budget == "global":
         masks = iterative_prune(p.score, model, full, batches, p.density, p.rounds, p.round_schedule,
                                 scope="global", **opts)

@@ -76,8 +76,9 @@ def _callback(ctx: RunContext, total: int):
     s = ctx.cfg.sparse
     t_end = int(s.t_end * total)
     if s.method == "gmp":
-        return GradualMagnitude(final_density=s.density, start=int(s.gmp_start * total),
-                                end=int(s.gmp_end * total), every=s.delta_t)
+        last = total - 1  # the last step that runs: --gmp-end 1 still reaches the final density
+        return GradualMagnitude(final_density=s.density, start=min(int(s.gmp_start * total), last),
+                                end=min(int(s.gmp_end * total), last), every=s.delta_t)
     if t_end <= s.delta_t and s.method != "static":
         raise JackpotError(f"--t-end {s.t_end} of {total} steps leaves no mask update at --delta-t {s.delta_t}")
     schedule = UpdateSchedule(delta_t=s.delta_t, alpha=s.alpha, t_end=t_end, kind=s.drop_schedule)

@@ -118,14 +118,18 @@ class DropGrow:
                         continue
                     if n not in self.stats:
                         self.stats[n] = torch.zeros_like(g)
+                    elif self.stats[n].device != g.device:  # restored from a CPU checkpoint
+                        self.stats[n] = self.stats[n].to(g.device)
                     self.stats[n].mul_(self.stat_decay).add_(g, alpha=1 - self.stat_decay)
         window = self.needs_grad and self.grad_accumulation > 1
         next_update = (step // self.schedule.delta_t + 1) * self.schedule.delta_t
-        if window and 0 < next_update - step < self.grad_accumulation:  # collect the batches before it
-            with torch.no_grad():
+        if window and 0 < next_update - step < self.grad_accumulation and next_update < self.schedule.t_end:
+            with torch.no_grad():  # collect the batches before the update
                 for n in sparsifier.masks:
-                    if params[n].grad is not None:
-                        self.grad_sum[n] = self.grad_sum.get(n, 0) + params[n].grad
+                    g = params[n].grad
+                    if g is not None:
+                        prev = self.grad_sum.get(n)
+                        self.grad_sum[n] = g.clone() if prev is None else prev.to(g.device) + g
         if not self.schedule.is_update(step):
             return False
         self.update(step, model, sparsifier)
@@ -139,7 +143,8 @@ class DropGrow:
         for i, (n, m) in enumerate(old.items()):
             grad = None
             if self.needs_grad and params[n].grad is not None:
-                grad = params[n].grad + self.grad_sum[n] if n in self.grad_sum else params[n].grad
+                g = params[n].grad
+                grad = g + self.grad_sum[n].to(g.device) if n in self.grad_sum else g
             g = torch.Generator().manual_seed(derive_seed(self.seed, "dst", step, i))
             layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g))
         self.grad_sum = {}
