@@ -6,7 +6,8 @@ Run directory:
     level_00/ticket/             dense training, 0 -> T (saves rewind.pt at step k)
     level_LL/mask.pt             the level's mask: magnitude pruning of level LL-1's trained ticket
     level_LL/ticket/             the ticket, retrained k -> T (see --retrain)
-    level_LL/reinit/             same mask, fresh random initialisation
+    level_LL/reinit/             same mask, fresh random initialisation (trained over the ticket's
+                                 own steps k -> T, with its LR schedule and data order)
     level_LL/random/             random mask with the ticket's per-layer counts, same start weights
     level_LL/clean/              with --corrupt: the ticket trained on clean data (the ticket arm
                                  itself, which finds the next mask, trains on the corrupted data)

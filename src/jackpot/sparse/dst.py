@@ -16,6 +16,8 @@ its own exponential moving average (0.9) of the dense gradient, updated every st
 optimizer's momentum of pruned weights is zero by the engine's invariant).
 
 Updates happen at steps t > 0 with t % delta_t == 0 and t < t_end (Algorithm 1 of the RigL paper).
+The optimizer step still runs on update steps unless skip_step=True (RigL's TensorFlow code skips
+it; SET's applies the gradients first) — a documented choice, selectable per run.
 """
 from __future__ import annotations
 
