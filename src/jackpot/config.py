@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -235,8 +236,14 @@ def validate(cfg: RunConfig) -> RunConfig:
                           for k, v in parse_layer_map(p.layer_fractions, "--layer-fractions").items()]]:
         if value is not None and not 0.0 <= value < 1.0:
             raise JackpotError(f"{name} must be in [0, 1) (a fraction of remaining weights to prune), got {value}")
-    if t.lr <= 0:
-        raise JackpotError(f"--lr must be positive, got {t.lr}")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise JackpotError(f"--lr must be a positive number, got {t.lr}")
+    if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
+        raise JackpotError(f"--weight-decay must be >= 0, got {t.weight_decay}")
+    if not 0.0 <= t.momentum < 1.0:
+        raise JackpotError(f"--momentum must be in [0, 1), got {t.momentum}")
+    if not (math.isfinite(t.gamma) and t.gamma > 0):
+        raise JackpotError(f"--gamma must be a positive number, got {t.gamma}")
     if d.batch_size <= 0:
         raise JackpotError(f"--batch-size must be positive, got {d.batch_size}")
     if d.val_size < 0:
@@ -297,6 +304,6 @@ def _validate_sparse(s: SparseConfig) -> None:
         raise JackpotError(f"unknown --grow-init {s.grow_init!r}; choose zero or init")
     if s.grad_accumulation < 1:
         raise JackpotError(f"--grad-accumulation must be >= 1, got {s.grad_accumulation}")
-    if s.extend <= 0:
-        raise JackpotError(f"--extend must be positive, got {s.extend}")
+    if not (math.isfinite(s.extend) and 0 < s.extend <= 1000):
+        raise JackpotError(f"--extend must be a positive factor (at most 1000), got {s.extend}")
 

@@ -170,15 +170,18 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
     pctx = RunContext.attach(parent, device, progress)
     path = branch_dir(parent, spec, cfg)
     bctx = RunContext.attach(Run(path), device, progress, cfg=cfg)
+    # Everything that can refuse the input comes before the branch directory exists.
+    src = apply_branch(pctx, spec, ticket_source(pctx, spec.level, spec.retrain))
+    target = bctx.new_model(("transfer-init", spec.seed))
+    from ..sparse.prunable import check_layer_names
+    check_layer_names(target, split_list(spec.exclude))
+    src, mapping = transfer(src, target, split_list(spec.exclude))
+    if cfg.train != parent_cfg.train:  # new training: its own span (rewind point kept)
+        finetune = cfg.kind == "lottery" and (spec.retrain or cfg.lottery.retrain) == "finetune"
+        total = bctx.total_steps
+        src = dataclasses.replace(src, end=total, fixed_lr=lr_at(
+            total - 1, total, bctx.train_in_steps(), bctx.steps_per_epoch) if finetune else None)
     with Run(path).lock():
-        src = apply_branch(pctx, spec, ticket_source(pctx, spec.level, spec.retrain))
-        target = bctx.new_model(("transfer-init", spec.seed))
-        src, mapping = transfer(src, target, split_list(spec.exclude))
-        if cfg.train != parent_cfg.train:  # new training: its own span (rewind point kept)
-            finetune = cfg.kind == "lottery" and (spec.retrain or cfg.lottery.retrain) == "finetune"
-            total = bctx.total_steps
-            src = dataclasses.replace(src, end=total, fixed_lr=lr_at(
-                total - 1, total, bctx.train_in_steps(), bctx.steps_per_epoch) if finetune else None)
         if not (path / "config.json").exists():
             atomic_write_json(path / "config.json", {"parent": str(parent.path), "branch": dataclasses.asdict(spec),
                                                      "canonical": canonical(cfg), "config": to_dict(cfg)})

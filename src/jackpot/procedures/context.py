@@ -30,14 +30,19 @@ class RunContext:
 
     @classmethod
     def open(cls, cfg: RunConfig, root=None, device="cpu", progress: Callable[[str], None] = print,
-             dataset: Dataset | None = None) -> "RunContext":
-        """Validate, load the data (before creating anything on disk: bad input leaves no run)."""
+             dataset: Dataset | None = None, check: Callable | None = None) -> "RunContext":
+        """Validate, load the data, build the model once and run the procedure's own `check(ctx,
+        model)`, all before creating anything on disk: bad input leaves no run directory."""
         cfg = validate(cfg)
         if dataset is None:
             dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
                                    seed=derive_seed(cfg.seed, "validation-split"))
         ctx = cls(cfg, None, dataset, torch.device(device), progress)
-        ctx.new_model(("init",))  # refuse a model/data mismatch before the run directory exists
+        model = ctx.new_model(("init",))  # refuse a model/data mismatch
+        ctx.total_steps  # refuse a zero-length training
+        ctx.prunable(model)  # refuse --keep-layers naming missing layers
+        if check:
+            check(ctx, model)
         ctx.run = Run.create(cfg, root)
         if not ctx.run.stage("dataset.json").exists():  # what export/bench need to rebuild the model
             from ..store import atomic_write_json

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig, parse_layer_map, split_list
+from ..errors import JackpotError
 from ..sparse import Masks, prune, scores_magnitude
 from ..sparse.prunable import check_layer_names, output_layer
 from ..sparse.pruning import keep_top
@@ -44,17 +45,12 @@ def level_dir(run: Run, level: int) -> Path:
 
 def run_lottery(cfg: RunConfig, root=None, device: str | torch.device = "cpu",
                 progress=print, dataset=None) -> Run:
-    ctx = RunContext.open(cfg, root, device, progress, dataset)
+    ctx = RunContext.open(cfg, root, device, progress, dataset, check=_check)
     total, rewind = ctx.total_steps, ctx.steps(cfg.lottery.rewind)
-    if rewind >= total:
-        from ..errors import JackpotError
-        raise JackpotError(f"--rewind {cfg.lottery.rewind} ({rewind} steps) is not before the end of "
-                           f"training ({total} steps)")
     with ctx.run.lock():
         model = ctx.new_model(("init",))
         ctx.save_once(model.state_dict(), "init.pt")
         masks = Masks.ones_for(model, ctx.prunable(model))
-        check_layer_names(model, parse_layer_map(cfg.prune.layer_fractions, "--layer-fractions"))
         clean = ["clean"] if cfg.data.corrupt else []  # the ticket on clean data (sanity checks)
         for level in range(cfg.lottery.levels + 1):
             if level > 0:
@@ -63,6 +59,15 @@ def run_lottery(cfg: RunConfig, root=None, device: str | torch.device = "cpu",
                 _train_arm(ctx, level, arm, masks, total, rewind)
         progress(f"done: {ctx.run.path}")
     return ctx.run
+
+
+def _check(ctx: RunContext, model) -> None:
+    cfg = ctx.cfg
+    total, rewind = ctx.total_steps, ctx.steps(cfg.lottery.rewind)
+    if rewind >= total:
+        raise JackpotError(f"--rewind {cfg.lottery.rewind} ({rewind} steps) is not before the end of "
+                           f"training ({total} steps)")
+    check_layer_names(model, parse_layer_map(cfg.prune.layer_fractions, "--layer-fractions"))
 
 
 def run_lottery_job(job: tuple) -> Path:
@@ -98,6 +103,10 @@ def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
         if p.output_fraction is not None:
             rates.setdefault(output_layer(trained), p.output_fraction)
         masks = prune(scores, previous, p.fraction, p.scope, rates)
+    dead = [n for n, c in masks.layer_counts().items() if c == 0]
+    if dead:  # a disconnected network is no ticket: stop before training it
+        raise JackpotError(f"level {level} would prune {', '.join(dead)} to zero weights; stop at fewer "
+                           "--levels, lower --fraction, or keep that layer dense (--keep-layers)")
     masks.save(path)
     return masks
 
