@@ -149,6 +149,3 @@ def throttled(progress: Callable[[str], None], label: str, every: float = 10.0) 
 def report_stage(ctx: RunContext, label: str, record: dict, seconds: float) -> None:
     ctx.progress(f"{label}  test acc {100 * record['final']['test_acc']:.1f}%  ({seconds:.1f}s)")
 
-
-def with_train(cfg: RunConfig, **changes) -> RunConfig:
-    return replace(cfg, train=replace(cfg.train, **changes))

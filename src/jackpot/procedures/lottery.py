@@ -70,12 +70,6 @@ def _check(ctx: RunContext, model) -> None:
     check_layer_names(model, parse_layer_map(cfg.prune.layer_fractions, "--layer-fractions"))
 
 
-def run_lottery_job(job: tuple) -> Path:
-    """Process-pool entry point: job = (cfg, root, device). Returns the run directory."""
-    cfg, root, device = job
-    return run_lottery(cfg, root=root, device=device, progress=lambda line: print(line, flush=True)).path
-
-
 def _trained_ticket(ctx: RunContext, level: int) -> torch.nn.Module:
     model = ctx.new_model(("init",))
     model.load_state_dict(safe_torch_load(level_dir(ctx.run, level) / "ticket" / "final.pt", "trained weights"))

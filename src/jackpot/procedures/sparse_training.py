@@ -130,7 +130,3 @@ def _summary(ctx: RunContext, model: torch.nn.Module, total: int, width: float) 
             "size_ratio": size["sparse"] / model_size_bits(dense_model)["dense"], "steps": total,
             "layers": masks.report() if masks else []}
 
-
-def run_sparse_job(job: tuple):
-    cfg, root, device = job
-    return run_sparse(cfg, root=root, device=device, progress=lambda line: print(line, flush=True)).path

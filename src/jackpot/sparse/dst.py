@@ -166,10 +166,7 @@ class DropGrow:
             fresh = grown_new[l.name]
             if self.grow_init != "zero" and fresh.any():
                 params[l.name].data[fresh] = self._grow_values(l, int(fresh.sum()))
-            for opt in sparsifier._optimizers:
-                for value in opt.state.get(params[l.name], {}).values():
-                    if torch.is_tensor(value) and value.shape == fresh.shape:
-                        value[fresh] = 0.0
+            sparsifier.zero_state_at(l.name, fresh)
         record = {"step": step, "drop_fraction": fraction, "dropped": sum(n_drop.values()),
                   "grown_new": sum(int(grown_new[l.name].sum()) for l in layers),
                   "regrown": sum(int((l.mask & ~kept[l.name] & new[l.name]).sum()) for l in layers)}

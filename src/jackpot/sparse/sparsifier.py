@@ -62,6 +62,15 @@ class Sparsifier:
             torch._foreach_mul_(list(grads), list(ms))
 
     @torch.no_grad()
+    def zero_state_at(self, name: str, positions: torch.Tensor) -> None:
+        """Zero every attached optimizer's state of parameter `name` at `positions` (bool, its
+        shape): e.g. weights a DST update has just grown start with no momentum."""
+        for opt in self._optimizers:
+            for value in opt.state.get(self._params[name], {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == positions.shape:
+                    value[positions] = 0.0
+
+    @torch.no_grad()
     def _zero_state(self, optimizer: torch.optim.Optimizer) -> None:
         for n, m in zip(self._names, self._float):
             state = optimizer.state.get(self._params[n], {})
