@@ -1,6 +1,7 @@
 """Issue 5 studies on MNIST-1D (3 seeds): ticket ablations, sanity checks, transfer, instability.
 
     python experiments/ticket_studies.py --variant=PATH/mnist1d_b.npz [--seeds=0,1,2] [--store=runs/study-tickets]
+    python experiments/ticket_studies.py --sanity-only [--seeds=0,1,2] [--store=...]   # section 2 alone
 
 The variant comes from experiments/make_mnist1d_variant.py (generation seed 7, noise 0.4/0.05).
 """
@@ -37,8 +38,10 @@ def branches(run, level, store_cfg_changes=None):
 
 def main() -> None:
     seeds, store = seeds_arg(), store_arg("runs/study-tickets")
-    variant = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--variant="))
     out = Path(store)
+    if "--sanity-only" in sys.argv:
+        return sanity_checks(seeds, store, out)
+    variant = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--variant="))
 
     # 1. ablations of the ticket at 21.6% (level 3) and 4.7% (level 6)
     imp_runs = run_all([replace(IMP, seed=s) for s in seeds], store)
@@ -54,7 +57,12 @@ def main() -> None:
         rows.append([label] + cells)
     print(write_table(out / "ablations.md", header, rows))
 
-    # 2. sanity checks on the mask-finding data, at 6.4% of the weights
+    sanity_checks(seeds, store, out)
+    transfer_and_stability(seeds, store, out, variant, imp_runs)
+
+
+def sanity_checks(seeds, store, out) -> None:
+    """2. sanity checks on the mask-finding data, at 6.4% of the weights."""
     cfgs = []
     for c in CORRUPTIONS:
         data = replace(BASE.data, corrupt=c)
@@ -75,6 +83,9 @@ def main() -> None:
     print(write_table(out / "sanity.md", ["method", "clean (no corruption)", "random labels", "random pixels",
                                           "half data"], rows))
 
+
+
+def transfer_and_stability(seeds, store, out, variant, imp_runs) -> None:
     # 3. transfer: MNIST-1D (embedded) -> variant B; SGD -> Adam; at 7.8% (level 5 of 40%/level)
     sgd_runs = run_all([replace(IMP, seed=s, train=SGD, lottery=LotteryConfig(levels=5, controls="")) for s in seeds], store)
     dense_b = run_all([replace(BASE, seed=s, data=DataConfig(dataset=f"npz:{variant}"), lottery=LotteryConfig(levels=0))

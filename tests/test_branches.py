@@ -87,13 +87,13 @@ def test_transfer_maps_by_name_recreates_the_output_layer_and_refuses_other_mism
     masks = Masks({n: torch.rand(p.shape) < 0.3 for n, p in source_model.named_parameters() if n.endswith("weight")})
     src = Source(masks, source_model.state_dict(), 0, 10, None)
     moved, mapping = transfer(src, create_model("lenet-300-100", (20,), 7), [])
-    assert "fc3.weight" in mapping["recreated"] and "fc3.weight" not in moved.masks
+    assert "fc3.weight" in mapping["recreated"] and bool(moved.masks["fc3.weight"].all())  # dense, still masked
     assert torch.equal(moved.weights["fc1.weight"], src.weights["fc1.weight"])
     assert torch.equal(moved.masks["fc2.weight"], masks["fc2.weight"])
     with pytest.raises(JackpotError, match="cannot transfer fc1.weight"):
         transfer(src, create_model("lenet-300-100", (30,), 4), [])
     moved, mapping = transfer(src, create_model("lenet-300-100", (30,), 4), ["fc1"])
-    assert "fc1.weight" in mapping["recreated"] and "fc1.weight" not in moved.masks
+    assert "fc1.weight" in mapping["recreated"] and bool(moved.masks["fc1.weight"].all())
 
 
 def tiny_dataset(n=200, classes=5):
@@ -102,10 +102,11 @@ def tiny_dataset(n=200, classes=5):
                    torch.randn(10, 3, 4), torch.zeros(10, dtype=torch.long), classes)
 
 
-def test_random_labels_change_an_exact_fraction_seeded():
+def test_random_labels_redraw_an_exact_fraction_seeded():
     ds = tiny_dataset()
     y = random_labels(ds.y_train, 5, 0.3, torch.Generator().manual_seed(1))
-    assert int((y != ds.y_train).sum()) == 60
+    # 60 of 200 labels are redrawn over all 5 classes: about 4/5 of those change
+    assert 30 <= int((y != ds.y_train).sum()) <= 60
     assert torch.equal(y, random_labels(ds.y_train, 5, 0.3, torch.Generator().manual_seed(1)))
     assert not torch.equal(y, random_labels(ds.y_train, 5, 0.3, torch.Generator().manual_seed(2)))
 
@@ -116,7 +117,7 @@ def test_random_pixels_permute_each_example_and_randomise_labels():
     a, b = ds.x_train.reshape(200, -1), out.x_train.reshape(200, -1)
     assert torch.equal(a.sort(dim=1).values, b.sort(dim=1).values)  # same values per example
     assert (a != b).any(dim=1).all()  # every example permuted
-    assert int((out.y_train != ds.y_train).sum()) == 200
+    assert 120 <= int((out.y_train != ds.y_train).sum()) < 200  # uniform over all classes: ~4/5 change
     assert torch.equal(out.x_test, ds.x_test)  # test data untouched
     p1 = permute_features(ds.x_train, torch.Generator().manual_seed(3))
     assert torch.equal(p1, permute_features(ds.x_train, torch.Generator().manual_seed(3)))

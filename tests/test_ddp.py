@@ -1,9 +1,11 @@
 """DDP under torchrun with 2 gloo processes: masks and weights identical on both ranks after an
 IMP prune and after a RigL update (with DDP-averaged dense gradients); only rank 0 writes."""
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -55,7 +57,27 @@ def _worker(out: str) -> None:
                 "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}},
                Path(out) / f"rank{env.rank}.pt")
     ddp.save_on_primary({"step": 6}, Path(out) / "checkpoint.pt")
+    # the logged training loss of a stage is the whole batch's (batches of 7: shares of 4 and 3)
+    from jackpot.train.loop import train_stage
+    train_stage(_loss_stage(Path(out) / "stage"))
     ddp.cleanup()
+
+
+def _loss_stage(path):
+    """One epoch at LR 0 (the weights stay at their init, so every step's loss is the init
+    network's loss on that batch) over 30 examples in batches of 7 (7, 7, 7, 7, 2)."""
+    import torch.nn as nn
+
+    from jackpot.config import TrainConfig
+    from jackpot.data.dataset import Dataset
+    from jackpot.train.loop import Stage
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 4, (30,), generator=g)
+    x = torch.randn(4, 20, generator=g)[y] * 2 + torch.randn(30, 20, generator=g)
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))
+    return Stage(dir=path, model=model, dataset=Dataset("t", x, y, x[:10], y[:10], 4), train=TrainConfig(),
+                 batch_size=7, order_seed=11, start=0, end=5, fixed_lr=0.0)
 
 
 def test_ddp_masks_and_weights_identical_on_two_gloo_ranks(tmp_path):
@@ -77,7 +99,23 @@ def test_ddp_masks_and_weights_identical_on_two_gloo_ranks(tmp_path):
     assert r0["changed"] > 0 and [h["step"] for h in r0["history"]] == [4]
     # pruned weights are exactly zero on both ranks
     assert torch.all(r0["weights"]["2.weight"][~r0["masks"]["2.weight"]] == 0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "rank0.pt", "rank1.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "rank0.pt", "rank1.pt", "stage"]
+    # the logged train_loss is the mean over steps of the whole batch's loss, not rank 0's share
+    import torch.nn.functional as F
+
+    from jackpot.train.loop import _Batches
+    stage = _loss_stage(tmp_path / "one-process")
+    batches = _Batches(stage, 0)
+    whole, share = [], []
+    with torch.no_grad():
+        for t in range(5):
+            x, y = batches.batch(t)
+            whole.append(float(F.cross_entropy(stage.model(x), y)))
+            share.append(float(F.cross_entropy(stage.model(x[0::2]), y[0::2])))  # rank 0's share
+    logged = [json.loads(l) for l in (tmp_path / "stage/metrics.jsonl").read_text().splitlines()][-1]["train_loss"]
+    expected, rank0 = sum(whole) / 5, sum(share) / 5
+    assert abs(expected - rank0) > 1e-2  # the two differ: the check tells them apart
+    assert logged == pytest.approx(expected, abs=1e-6)
 
 
 if __name__ == "__main__":

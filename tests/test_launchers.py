@@ -30,14 +30,22 @@ def test_sweep_on_a_local_ray_cluster(store, capsys):
 def test_sweep_through_submitit_local_executor(store, capsys):
     assert main(["sweep", "sparse", *BASE, "--launcher", "slurm", "--slurm-cluster", "local",
                  "--workers", "2"]) == 0
+    assert "no SLURM: submitit's local executor runs the array on this machine, 2 at a time" in capsys.readouterr().out
     finished, sweep_dir = _finished(store)
     assert len(finished) == 4
-    # one job array (one map_array call) for the whole sweep
-    arrays = [e for e in read_events(sweep_dir) if e["event"] == "array"]
-    assert len(arrays) == 1 and len(arrays[0]["job_ids"]) == 4 and arrays[0]["cluster"] == "local"
+    # job arrays (map_array calls) of at most --workers tasks: the local executor starts all it gets
+    events = read_events(sweep_dir)
+    arrays = [e for e in events if e["event"] == "array"]
+    assert sum(len(a["job_ids"]) for a in arrays) == 4 and all(len(a["job_ids"]) <= 2 for a in arrays)
+    assert all(a["cluster"] == "local" for a in arrays)
+    running, most = 0, 0  # never more than --workers runs at once
+    for e in sorted((e for e in events if e["event"] in ("start", "finish")), key=lambda e: e["time"]):
+        running += 1 if e["event"] == "start" else -1
+        most = max(most, running)
+    assert most <= 2
     # a second run of the sweep submits nothing: every run is finished
     assert main(["sweep", "sparse", *BASE, "--launcher", "slurm", "--slurm-cluster", "local"]) == 0
-    assert len([e for e in read_events(sweep_dir) if e["event"] == "array"]) == 1
+    assert len([e for e in read_events(sweep_dir) if e["event"] == "array"]) == len(arrays)
 
 
 def _free_port():

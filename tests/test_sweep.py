@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jackpot.cli import main
-from jackpot.config import RunConfig
+from jackpot.config import RunConfig, TrainConfig
 from jackpot.errors import JackpotError
 from jackpot.launch.grid import expand, parse_grid, resolve_field
 from jackpot.launch.sweep import read_events
@@ -47,8 +47,10 @@ def test_grid_fields_resolve_by_kind():
                        "milestones=1ep,2ep;3ep"], "sparse")
     assert grid == {"train.lr": [0.1, 0.01], "seed": [0, 1, 2], "masks.keep_first": [True, False],
                     "train.milestones": ["1ep,2ep", "3ep"]}
-    points = expand(RunConfig(kind="sparse"), grid)
+    step = RunConfig(kind="sparse", train=TrainConfig(schedule="step"))  # milestones are read by the step schedule
+    points = expand(step, grid)
     assert len(points) == 2 * 3 * 2 * 2 and len({p[0] for p in points}) == 24
+    assert len(expand(RunConfig(kind="sparse"), grid)) == 2 * 3 * 2  # constant LR: milestones change nothing
 
 
 def test_dense_baseline_is_one_run_per_seed():
@@ -194,14 +196,21 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(store, capsys):
 
 
 def test_crashed_run_is_reported_and_retried_on_request(store, capsys):
-    # rigl with --delta-t 1000 cannot update its mask within 40 steps: the run raises at start
-    args = ["sweep", "sparse", *BASE, "--duration", "40it", "--grid", "sparse.delta_t=10,1000"]
+    # what the config foresees is refused before launching (test_robustness.py); a run crashes on
+    # what it cannot foresee: here a garbled checkpoint it would resume from
+    args = ["sweep", "sparse", *BASE, "--duration", "40it", "--grid", "sparse.delta_t=10,20"]
+    assert main([*args, "--dry-run"]) == 0
+    record = json.loads(next(Path(store, "sweeps").glob("*.json")).read_text())
+    victim = Path(store, record["runs"][1]["name"], "train")
+    victim.mkdir(parents=True)
+    (victim / "checkpoint.pt").write_bytes(b"garbage")
+    capsys.readouterr()
     assert main(args) == 1
     out = capsys.readouterr().out
     assert "failed (1)" in out and "--retry-failed" in out
     sweep_dir = next(p for p in Path(store, "sweeps").iterdir() if p.is_dir())
     errors = list((sweep_dir / "errors").glob("*.txt"))
-    assert len(errors) == 1 and "leaves no mask update" in errors[0].read_text()
+    assert len(errors) == 1 and "corrupt checkpoint" in errors[0].read_text()
     starts = len([e for e in read_events(sweep_dir) if e["event"] == "start"])
     assert main(args) == 1  # failed runs are skipped...
     assert len([e for e in read_events(sweep_dir) if e["event"] == "start"]) == starts

@@ -17,7 +17,8 @@ class Parser(argparse.ArgumentParser):
     bad input; `--help` still prints the full usage."""
 
     def error(self, message: str):
-        self.exit(2, f"jackpot: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        where = "" if self.prog == "jackpot" else f"{self.prog}: "  # a subcommand names itself, once
+        self.exit(2, f"jackpot: error: {where}{message} (see {self.prog} --help)\n")
 
 
 # --- flags from dataclasses ---------------------------------------------------------------------
@@ -110,11 +111,11 @@ def _run_all(args, kind: str) -> tuple[list, list]:
         return cfgs, [Run(store_root(args.store) / f"{cfg.kind}-{run_hash(cfg)}") for cfg in cfgs]
     if args.workers > 1 and len(cfgs) > 1:
         from .launch.local import run_parallel
-        paths = run_parallel(run_job, [(cfg, args.store, device) for cfg in cfgs],
+        paths = run_parallel(run_job, [(cfg, args.store, device, args.wait) for cfg in cfgs],
                              workers=args.workers, threads=args.threads or 1)
         return cfgs, [Run(p) for p in paths]
     say = print if is_primary() else (lambda _line: None)
-    return cfgs, [run(cfg, root=args.store, device=device, progress=say) for cfg in cfgs]
+    return cfgs, [run(cfg, root=args.store, device=device, progress=say, wait=args.wait) for cfg in cfgs]
 
 
 def _writer() -> bool:
@@ -132,6 +133,7 @@ def _report_dir(args, cfgs):
 
 def cmd_lottery(args) -> int:
     from .analysis.lottery_report import aggregate, format_table, plot
+    from .store import atomic_write_text
 
     cfgs, runs = _run_all(args, "lottery")
     if not _writer():
@@ -144,13 +146,14 @@ def cmd_lottery(args) -> int:
     print(format_table(rows))
     out = _report_dir(args, cfgs)
     png = plot(rows, out / "accuracy_vs_weights.png")
-    (out / "table.md").write_text(format_table(rows) + "\n")
+    atomic_write_text(out / "table.md", format_table(rows) + "\n")
     print(f"\nruns:  {', '.join(str(r.path) for r in runs)}\nplot:  {png}\ntable: {out / 'table.md'}")
     return 0
 
 
 def _cmd_single_stage(args, kind: str, label) -> int:
     from .analysis.summary import format_summary_table
+    from .store import atomic_write_text
 
     cfgs, runs = _run_all(args, kind)
     if not _writer():
@@ -162,39 +165,40 @@ def _cmd_single_stage(args, kind: str, label) -> int:
     print()
     print(table)
     out = _report_dir(args, cfgs)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table + "\n")
+    atomic_write_text(out / "table.md", table + "\n")
     print(f"\nruns:  {', '.join(str(r.path) for r in runs)}\ntable: {out / 'table.md'}")
     return 0
 
 
 def cmd_pai(args) -> int:
-    return _cmd_single_stage(args, "pai", lambda c: f"{c.pai.score}{' inverted' if c.pai.invert else ''} "
-                                                    f"/ {c.pai.budget}")
+    from .analysis.summary import method_label
+    return _cmd_single_stage(args, "pai", method_label)
 
 
 def cmd_sparse(args) -> int:
-    return _cmd_single_stage(args, "sparse", lambda c: f"{c.sparse.method}"
-                             + (f" ({c.sparse.distribution})" if c.sparse.method not in ("dense", "gmp") else "")
-                             + (f" {c.sparse.extend:g}x" if c.sparse.extend != 1 else ""))
+    from .analysis.summary import method_label
+    return _cmd_single_stage(args, "sparse", method_label)
 
 
 def _run_line(run) -> tuple[str, str, str]:
     """(what, weights remaining, status) of a run, whatever its procedure."""
     from .analysis.lottery_report import level_results
-    from .analysis.summary import run_summary
+    from .analysis.summary import method_label, run_diverged, run_summary
     cfg = run.config()
     if cfg.kind == "lottery":
         levels = level_results(run)
         done = len(levels) == cfg.lottery.levels + 1
         what = f"IMP {len(levels) - 1 if levels else 0}/{cfg.lottery.levels} levels"
         low = f"{100 * levels[-1]['density']:.1f}%" if levels else "-"
+        stages = [d for row in levels for d in row["diverged"].values()]
+        diverged = f"diverged ({sum(stages)} of {len(stages)} stages)" if any(stages) else ""
     else:
         summary = run_summary(run)
         done = summary is not None
-        what = f"{cfg.pai.score}/{cfg.pai.budget}" if cfg.kind == "pai" else cfg.sparse.method
+        what = method_label(cfg)
         low = f"{100 * summary['density']:.1f}%" if summary else "-"
-    status = "running" if run.is_locked() else ("done" if done else "partial")
+        diverged = "diverged" if done and run_diverged(run) else ""
+    status = "running" if run.is_locked() else ((diverged or "done") if done else "partial")
     return what, low, status
 
 
@@ -236,11 +240,6 @@ def cmd_show(args) -> int:
     return 0
 
 
-KIND_GROUPS = {"lottery": ("data", "model", "train", "masks", "prune", "lottery"),
-               "pai": ("data", "model", "train", "masks", "pai"),
-               "sparse": ("data", "model", "train", "masks", "sparse")}
-
-
 def _branch_parser(pcfg: RunConfig) -> Parser:
     from .procedures.branches import BRANCH_KINDS
     parser = Parser(
@@ -261,6 +260,7 @@ def _branch_parser(pcfg: RunConfig) -> Parser:
     _common(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
+    _wait_flag(parser)
     return parser
 
 
@@ -282,7 +282,7 @@ def cmd_branch(argv: list[str]) -> int:
                                                         for f in dataclasses.fields(GROUPS[g])})
                                        for g in ("data", "train")})
     spec = BranchSpec(args.kind, args.level, args.branch_seed, args.rescale, args.exclude, args.retrain)
-    path = run_branch(parent, spec, cfg, device=_device(args.device))
+    path = run_branch(parent, spec, cfg, device=_device(args.device), wait=args.wait)
     from .procedures.branches import branch_summary
     s = branch_summary(path)
     print(f"branch {args.kind} of {parent.path.name} level {args.level}: {100 * s['density']:.1f}% weights, "
@@ -367,6 +367,10 @@ def cmd_bench(args) -> int:
 
 def cmd_inspect(args) -> int:
     from .analysis.inspect import format_inspect, inspect_budget
+    _positive(args, "threads")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     shape, classes = None, None
     if args.dataset:
         from .data import load_dataset
@@ -402,7 +406,27 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def cmd_recipes(args) -> int:
+    from .recipes import format_recipe, format_recipe_list, get_recipe
+    print(format_recipe(get_recipe(args.name)) if args.name else format_recipe_list())
+    return 0
+
+
+def _recipe_name(argv: list[str]) -> str | None:
+    """The value of --recipe in a command line (read before parsing: it sets the flag defaults)."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == "--recipe" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--recipe="):
+            found.append(arg.partition("=")[2])
+    if len(found) > 1:
+        raise JackpotError(f"give one --recipe, got {len(found)}: {', '.join(found)}")
+    return found[0] if found else None
+
+
+def build_parser(recipe=None) -> argparse.ArgumentParser:
+    """`recipe` (a jackpot.recipes.Recipe) fills in the defaults of its command's flags."""
     parser = Parser(prog="jackpot", description="Sparse neural-network training research.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -481,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     ben.set_defaults(func=cmd_bench)
 
     ins = sub.add_parser("inspect", help="per-layer densities (and FLOPs) of a budget on a model")
-    ins.add_argument("--model", required=True)
+    ins.add_argument("--model", default=RunConfig().model.model,
+                     help=f"model name (default: {RunConfig().model.model}, as for every command)")
     ins.add_argument("--budget", default="erk", help="uniform, uniform-first-dense, er, erk, smart-ratio, global")
     ins.add_argument("--density", type=float, required=True, help="fraction of prunable weights kept")
     ins.add_argument("--dataset", help="take the input shape and class count from this dataset")
@@ -492,10 +517,18 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--include-bias", action="store_true")
     ins.add_argument("--flops", action="store_true", help="add inference FLOPs per layer")
     ins.add_argument("--json", action="store_true")
+    ins.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     ins.set_defaults(func=cmd_inspect)
 
     from .sweep_cli import register as register_sweep_commands  # sweep, report
-    register_sweep_commands(sub)
+    register_sweep_commands(sub, recipe)
+
+    rec = sub.add_parser("recipes", help="published settings by name (use one with --recipe NAME)")
+    rec.add_argument("name", nargs="?", help="a recipe: print its settings, source and expected numbers")
+    rec.set_defaults(func=cmd_recipes)
+
+    if recipe is not None:
+        {"lottery": lot, "pai": pai, "sparse": sparse}[recipe.kind].set_defaults(**recipe.resolved())
 
     sub.add_parser("models", help="list model names").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list dataset names").set_defaults(func=cmd_datasets)
@@ -510,13 +543,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_flags(p: argparse.ArgumentParser, func) -> None:
+    p.add_argument("--recipe", help="published settings by name (see `jackpot recipes`); flags given "
+                                    "on the command line still win")
     p.add_argument("--seeds", help="comma-separated seeds: one run each, then a table over seeds")
     _common(p)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--workers", type=int, default=1, help="run the seeds in this many processes")
     p.add_argument("--print-dir", action="store_true", help="print the run directories and exit")
+    _wait_flag(p)
     p.set_defaults(func=func)
+
+
+def _wait_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="when another process is computing the same run, "
+                                                       "wait for it and then finish, instead of refusing")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -528,7 +569,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["branch"]:
             return cmd_branch(argv[1:])
-        args = build_parser().parse_args(argv)
+        recipe = _recipe_name(argv)
+        kind = argv[1] if argv[:1] == ["sweep"] and len(argv) > 1 else (argv[0] if argv else None)
+        if recipe is not None and kind in ("lottery", "pai", "sparse"):
+            from .recipes import get_recipe
+            recipe = get_recipe(recipe, kind)
+            if "dataset" not in recipe.settings and not any(a == "--dataset" or a.startswith("--dataset=")
+                                                             for a in argv):
+                raise JackpotError(f"recipe {recipe.name} names no dataset jackpot can read: give --dataset "
+                                   "(e.g. npz:PATH); see `jackpot recipes " + recipe.name + "`")
+        else:
+            recipe = None
+        args = build_parser(recipe).parse_args(argv)
         return args.func(args)
     except JackpotError as e:
         print(f"jackpot: error: {e}", file=sys.stderr)

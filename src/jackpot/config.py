@@ -3,7 +3,8 @@
 Rule (pinned by tests/test_config.py): a field's canonical form lists only values that differ from
 the default, so a new option whose default is a no-op leaves every earlier run hash unchanged.
 Fields marked `hashed=False` (paths, level counts) never enter the hash: they do not change what a
-run computes, only where or how far.
+run computes, only where or how far. Nor does a setting the run does not read (READ_WHEN: e.g.
+--delta-t of a static mask); config.json still records every field.
 """
 from __future__ import annotations
 
@@ -33,13 +34,25 @@ class DataConfig:
     batch_size: int = option(100, "training batch size")
     corrupt: str = option("", "sanity check: corrupt the mask-finding data (random-labels, random-pixels, "
                           "half); the ticket then trains on clean data")
-    corrupt_fraction: float | None = option(None, "random-labels: fraction of labels changed (default 1); "
+    corrupt_fraction: float | None = option(None, "random-labels: fraction of labels redrawn (default 1); "
                                             "half: fraction of examples kept (default 0.5)")
+    shuffle: bool = option(True, "reshuffle the training data every epoch (--no-shuffle: batches in the "
+                           "stored order, as the MNIST-1D notebook)")
+    standardize: bool = option(True, "standardise inputs with training-split statistics (--no-standardize: "
+                               "raw values, as the MNIST-1D notebook)")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = option("mnist1d-mlp", "model name (see `jackpot models`)")
+    init: str = option("default", "weight initialisation of conv/linear layers: default (the architecture's "
+                       "own: PyTorch's, or kaiming-normal for the ResNets/WRN), "
+                       "kaiming-normal (OpenLTH), kaiming-uniform, xavier-normal (LTH paper's Gaussian "
+                       "Glorot), xavier-uniform", choices=("default", "kaiming-normal", "kaiming-uniform",
+                                                           "xavier-normal", "xavier-uniform"))
+    bn_init: str = option("default", "BatchNorm initialisation (OpenLTH's batchnorm_init): default/fixed "
+                          "(weight 1), uniform (weight U(0,1); OpenLTH's default), oneone, positivenegative",
+                          choices=("default", "fixed", "uniform", "oneone", "positivenegative"))
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,8 @@ class TrainConfig:
     milestones: str = option("", "step schedule: comma-separated steps, e.g. 80ep,120ep")
     gamma: float = option(0.1, "step schedule: factor at each milestone")
     warmup: str = option("0it", "linear warm-up length")
+    checkpoint_every: str = option("", "how often a resumable checkpoint is saved: steps (500it, 1ep) or "
+                                   "time (30s, 10min, 1h); default: every epoch", hashed=False)
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,18 @@ class PruneConfig:
     """Iterative magnitude pruning (lottery)."""
 
     fraction: float = option(0.2, "fraction of the remaining prunable weights removed per level")
-    scope: str = option("layerwise", "layerwise or global magnitude", choices=("layerwise", "global"))
+    scope: str = option("layerwise", "layerwise, global, or layerwise-joint (a layer's weight and bias "
+                        "ranked together, as the MNIST-1D notebook; needs --include-bias)",
+                        choices=("layerwise", "global", "layerwise-joint"))
+    prune_schedule: str = option("geometric", "geometric: remove --fraction of the remaining weights per "
+                                 "level; linear: level L has sparsity L x --fraction of each layer's full "
+                                 "size (the MNIST-1D notebook's linspace)", choices=("geometric", "linear"))
+    rounding: str = option("nearest", "pruned count per level: nearest (keep round(d n)), floor-drop (drop "
+                           "int(p n), the MNIST-1D notebook), ceil-drop (drop ceil(p n)) or openlth (OpenLTH's "
+                           "sparse_global exactly: ceil(p R) + 1, R counting the layers kept dense too)",
+                           choices=("nearest", "floor-drop", "ceil-drop", "openlth"))
+    rank_at: str = option("", "rank weights by their magnitude at this step of each level's training "
+                          "(e.g. 1001it, the notebook's step-1000 checkpoint); default: the end")
     output_fraction: float | None = option(
         None, "pruning fraction of the output layer (LTH: half the rate); default: same as --fraction")
     layer_fractions: str = option("", "per-layer overrides: name=fraction,name=fraction")
@@ -84,6 +110,9 @@ class PruneConfig:
 class LotteryConfig:
     rewind: str = option("0it", "rewind point: 0it (initialisation) or a step like 1ep, 500it")
     controls: str = option("reinit,random", "control arms trained at every level")
+    random_init: str = option("ticket", "start weights of the random-mask arm: ticket (the ticket's own) or "
+                              "own (its own initialisation, fixed over levels, as the MNIST-1D notebook's "
+                              "random trial)", choices=("ticket", "own"))
     retrain: str = option("rewind", "after pruning: rewind (weights to the rewind point), lr-rewind "
                           "(keep trained weights, replay the LR schedule from the rewind point) or finetune "
                           "(keep trained weights, train at the final LR)",
@@ -151,6 +180,70 @@ GROUPS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "masks
           "prune": PruneConfig,
           "lottery": LotteryConfig, "pai": PaiConfig, "sparse": SparseConfig}
 KINDS = ("lottery", "pai", "sparse")
+KIND_GROUPS = {"lottery": ("data", "model", "train", "masks", "prune", "lottery"),
+               "pai": ("data", "model", "train", "masks", "pai"),
+               "sparse": ("data", "model", "train", "masks", "sparse")}  # the groups each procedure reads
+
+# --- which settings a run reads ----------------------------------------------------------------
+# A setting enters the run hash only when the run reads it: --delta-t does nothing to a static
+# mask, --momentum nothing to Adam, so giving one must not split one computation into two runs.
+# A group enters only for the kinds of KIND_GROUPS; READ_WHEN narrows a whole group ("masks") or
+# one field ("group.field") to the configs that read it; a field not listed is read whenever its
+# group is. Each entry says where it is read. Declaring a field unread that some code does read
+# would merge two different computations: list one only after reading every use of it.
+DST_METHODS = ("set", "rigl", "snfs", "dsr")  # sparse/dst.py methods whose mask changes (static: never)
+DATA_SCORES = ("snip", "grasp")  # sparse/scores.py: the scores that read the scoring batches
+
+
+def _dst(c) -> bool:
+    return c.sparse.method in DST_METHODS
+
+
+READ_WHEN: dict[str, Any] = {
+    # the mask-finding data (RunContext.finding_dataset): the lottery ticket arm, pai's scoring batches
+    "data.corrupt": lambda c: c.kind == "lottery" or (c.kind == "pai" and c.pai.score in DATA_SCORES),
+    "data.corrupt_fraction": lambda c: c.data.corrupt in ("random-labels", "half") and reads(c, "data.corrupt"),
+    "train.momentum": lambda c: c.train.optimizer == "sgd",  # train/optim.py build_optimizer
+    "train.nesterov": lambda c: c.train.optimizer == "sgd",
+    "train.milestones": lambda c: c.train.schedule == "step",  # train/optim.py lr_at
+    "train.gamma": lambda c: c.train.schedule == "step",
+    "masks": lambda c: not (c.kind == "sparse" and c.sparse.method == "dense"),  # dense: no mask at all
+    # procedures/lottery.py _level_mask: with --budget the budget fixes each layer's count (--scope
+    # stays read: the random arm draws per layer-group under layerwise-joint)
+    "prune.output_fraction": lambda c: not c.lottery.budget,
+    "prune.layer_fractions": lambda c: not c.lottery.budget,
+    "lottery.random_init": lambda c: "random" in split_list(c.lottery.controls),  # the random arm's start
+    "prune.rounding": lambda c: not c.lottery.budget,  # _level_mask: a budget fixes the counts itself
+    "prune.rank_at": lambda c: c.prune.rank_at != c.train.duration,  # ranking_weights: at the end = final
+    # procedures/pai.py pai_masks, scoring_batches; sparse/scores.py iterative_prune
+    "pai.round_schedule": lambda c: c.pai.rounds > 1,
+    "pai.score_batches": lambda c: c.pai.score in DATA_SCORES,
+    # procedures/sparse_training.py: run_sparse, initial_masks, _small_dense_width, _callback, _summary
+    "sparse.density": lambda c: c.sparse.method != "dense",
+    "sparse.distribution": lambda c: c.sparse.method in ("static", "small-dense", *DST_METHODS),
+    "sparse.delta_t": lambda c: c.sparse.method == "gmp" or _dst(c),
+    "sparse.alpha": _dst,
+    "sparse.drop_schedule": _dst,
+    "sparse.t_end": _dst,
+    "sparse.grow_init": _dst,
+    "sparse.skip_step": _dst,
+    "sparse.grad_accumulation": lambda c: c.sparse.method == "rigl",  # the only method reading dense grads
+    "sparse.gmp_start": lambda c: c.sparse.method == "gmp",
+    "sparse.gmp_end": lambda c: c.sparse.method == "gmp",
+}
+
+
+# Values that compute exactly what the default computes (OpenLTH's "fixed" BatchNorm init is
+# PyTorch's own): they hash as the default.
+SAME_AS_DEFAULT: dict[str, dict] = {"model.bn_init": {"fixed": "default"}}
+
+
+def reads(cfg: "RunConfig", address: str) -> bool:
+    """Whether a run of `cfg` reads the setting `group.field` (or any of `group`)."""
+    group = address.partition(".")[0]
+    if group not in KIND_GROUPS.get(cfg.kind, GROUPS):
+        return False
+    return all(READ_WHEN.get(key, lambda _c: True)(cfg) for key in {group, address})
 
 
 def to_dict(cfg: RunConfig) -> dict:
@@ -159,29 +252,67 @@ def to_dict(cfg: RunConfig) -> dict:
             **{name: dataclasses.asdict(g) for name, g in cfg.groups().items()}}
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _group_from_dict(name: str, cls, values) -> Any:
+    """One config group from its stored dict; a wrong name or type is one clear JackpotError."""
+    if not isinstance(values, dict):
+        raise JackpotError(f"config group {name!r} must be a mapping of settings, got {values!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise JackpotError(f"config does not match this version of jackpot: {name} has no setting "
+                           f"{', '.join(map(str, unknown))}")
+    for key, value in values.items():
+        base, _, rest = known[key].type.partition(" | ")
+        types = _TYPES.get(base)
+        if types is None or (value is None and rest == "None"):
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and base != "bool"):
+            raise JackpotError(f"config setting {name}.{key} must be {known[key].type}, got {value!r}")
+    return cls(**values)
+
+
 def from_dict(d: dict) -> RunConfig:
-    try:
-        groups = {name: cls(**d.get(name, {})) for name, cls in GROUPS.items()}
-    except TypeError as e:
-        raise JackpotError(f"config does not match this version of jackpot: {e}") from None
-    return RunConfig(kind=d.get("kind", "lottery"), seed=int(d.get("seed", 0)), **groups)
+    """The config written by to_dict (settings missing from `d` take their defaults)."""
+    if not isinstance(d, dict):
+        raise JackpotError(f"a config must be a mapping of groups, got {type(d).__name__}")
+    groups = {name: _group_from_dict(name, cls, d.get(name, {})) for name, cls in GROUPS.items()}
+    kind, seed = d.get("kind", "lottery"), d.get("seed", 0)
+    if kind not in KINDS or not isinstance(seed, int) or isinstance(seed, bool):
+        raise JackpotError(f"config kind must be one of {', '.join(KINDS)} and seed an integer, "
+                           f"got {kind!r} and {seed!r}")
+    return RunConfig(kind=kind, seed=seed, **groups)
 
 
-def canonical(cfg: RunConfig) -> dict:
-    """Hashed fields that differ from their default, grouped; the input of the run hash."""
+def canonical(cfg: RunConfig, unread: bool = False) -> dict:
+    """Hashed fields that differ from their default, grouped; the input of the run hash. Only the
+    fields the run reads (see READ_WHEN) unless `unread`, which tells apart configs that differ only
+    in settings their run ignores."""
     out: dict = {"kind": cfg.kind}
     if cfg.seed != 0:
         out["seed"] = cfg.seed
     for name, group in cfg.groups().items():
         diff = {}
         for f in fields(group):
-            value = getattr(group, f.name)
-            if f.metadata.get("hashed", True) and value != f.default:
+            value = SAME_AS_DEFAULT.get(f"{name}.{f.name}", {}).get(getattr(group, f.name), getattr(group, f.name))
+            if f.metadata.get("hashed", True) and value != f.default and (unread or reads(cfg, f"{name}.{f.name}")):
                 # 2 and 2.0 are the same setting: float fields always hash as floats
                 diff[f.name] = float(value) if f.type.startswith("float") and value is not None else value
         if diff:
             out[name] = diff
+    if cfg.data.corrupt in ("random-labels", "random-pixels") and reads(cfg, "data.corrupt"):
+        # labels were once moved to a *different* class; runs of that rule must not be reused now
+        # that they are drawn over all classes (data/corrupt.py), so the rule enters the hash
+        out.setdefault("data", {})["label_rule"] = "uniform-all-classes"
     return out
+
+
+def same_hashed(a, b) -> bool:
+    """Two instances of one config group agree on every hashed field (unhashed ones, like
+    checkpoint cadence or paths, change where or how often, not what is computed)."""
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(a) if f.metadata.get("hashed", True))
 
 
 def run_hash(cfg: RunConfig) -> str:
@@ -206,6 +337,24 @@ def parse_step(text: str, steps_per_epoch: int) -> int:
     if not m or (m.group(1) is None and m.group(2) is None):
         raise JackpotError(f"bad step {text!r}: write e.g. 20ep, 500it or 2ep10it")
     return int(m.group(1) or 0) * steps_per_epoch + int(m.group(2) or 0)
+
+
+_SECONDS = {"s": 1, "min": 60, "h": 3600}
+_TIME_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|min|h)$")
+
+
+def parse_checkpoint_every(text: str, steps_per_epoch: int) -> tuple[int, float]:
+    """--checkpoint-every as (steps, seconds), one of them 0; ('', ...) -> (0, 0): every epoch."""
+    if not text:
+        return 0, 0.0
+    m = _TIME_RE.match(text.strip())
+    try:
+        steps, seconds = (0, float(m.group(1)) * _SECONDS[m.group(2)]) if m else (parse_step(text, steps_per_epoch), 0.0)
+    except JackpotError:
+        steps, seconds = 0, 0.0
+    if steps <= 0 and seconds <= 0:
+        raise JackpotError(f"bad --checkpoint-every {text!r}: give steps (500it, 1ep) or a time (30s, 10min, 1h)")
+    return steps, seconds
 
 
 def parse_layer_map(text: str, what: str) -> dict[str, float]:
@@ -252,6 +401,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise JackpotError(f"--levels must be >= 0, got {lot.levels}")
     for step in (t.duration, t.warmup, lot.rewind, *split_list(t.milestones)):
         parse_step(step, 1)
+    parse_checkpoint_every(t.checkpoint_every, 1)
     unknown = set(split_list(lot.controls)) - set(CONTROL_ARMS)
     if unknown:
         raise JackpotError(f"unknown control arm(s) {sorted(unknown)}; choose from {', '.join(CONTROL_ARMS)}")

@@ -170,3 +170,53 @@ def model_size_bits(model: nn.Module, masks=None, param_bits: int = 32) -> dict:
         sparse += nnz * param_bits + (n if nnz < n else 0)  # the mask is stored only when it prunes
     return {"params": total, "nnz": nnz_total, "dense": dense, "sparse": sparse,
             "ratio": sparse / dense if dense else 1.0}
+
+
+def examples_at(step: int, num_train: int, batch: int) -> int:
+    """Examples in the batch of `step` (the last batch of an epoch may be short)."""
+    per_epoch = -(-num_train // batch)
+    return min(batch, num_train - (step % per_epoch) * batch)
+
+
+class TrainingFlopsMeter:
+    """Training FLOPs of the steps that really ran, as a training-loop callback.
+
+    RigL appendix H, applied step by step instead of to an assumed schedule: a step costs, per
+    example, 3 f_S(t) (sparse forward, sparse backward) or 2 f_S(t) + f_D when it needs the dense
+    gradient (RigL on its update steps and the batches accumulated for them, SNFS on every step).
+    f_S(t) is the inference FLOPs of the masks in effect at step t's forward, so GMP is charged
+    for the masks it really used between its updates and RigL for the updates it really made
+    (none after t_end). Runs after the mask callbacks' on_step_start; its total is checkpointed
+    and lands in the stage's done.json as `train_flops`.
+    """
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int], num_train: int, batch: int,
+                 dense_gradient_at: Callable[[int], bool] | None = None):
+        rows = layer_flops(model, input_shape)
+        self._per_weight = {_prefix(r["name"]) + "weight": 2 * r["positions"] for r in rows}
+        self.f_dense = float(sum(r["dense"] for r in rows))
+        self.num_train, self.batch = num_train, batch
+        self.dense_gradient_at = dense_gradient_at or (lambda step: False)
+        self.total = 0.0
+        self._seen, self._f_sparse = None, self.f_dense
+
+    def _sparse_flops(self, masks) -> float:
+        if masks is not self._seen:  # masks change only at updates: recount then
+            self._seen = masks
+            self._f_sparse = self.f_dense - sum(
+                self._per_weight[n] * (m.numel() - int(m.sum())) for n, m in masks.items() if n in self._per_weight)
+        return self._f_sparse
+
+    def on_step_start(self, step: int, model, sparsifier) -> None:
+        f_s = self._sparse_flops(sparsifier.masks) if sparsifier is not None else self.f_dense
+        per_example = 2 * f_s + self.f_dense if self.dense_gradient_at(step) else 3 * f_s
+        self.total += examples_at(step, self.num_train, self.batch) * per_example
+
+    def state_dict(self) -> dict:
+        return {"train_flops": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total = float(state.get("train_flops", 0.0))
+
+    def summary(self) -> dict:
+        return {"train_flops": self.total}

@@ -1,14 +1,17 @@
 """The experiment store: run directories named by config hash, atomic writes, locks, listing.
 
 Layout:  <root>/<kind>-<hash>/config.json, env.json, run.lock, and the procedure's stages.
-A stage is finished exactly when its `done.json` exists; that file is written last and
-atomically, so a killed process never leaves a half-written stage that looks complete.
+A stage is finished when its `done.json` exists and the files it vouches for are whole; that
+file is written last and atomically, so a killed process never leaves a half-written stage that
+looks complete, and a stage whose files were lost or damaged since is recomputed (stage_problem).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .config import RunConfig, canonical, from_dict, run_hash, to_dict
+from .config import GROUPS, RunConfig, canonical, from_dict, run_hash, to_dict
 from .errors import JackpotError
 
 DEFAULT_ROOT = "runs"
@@ -36,16 +39,73 @@ def is_primary() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def _umask() -> int:
+    try:  # Linux reports it; reading it elsewhere means setting it, briefly, for every thread
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _os_message(e: OSError, path: Path) -> str:
+    """One line for an OS-level failure to write `path`: full disk, read-only store, a file where
+    a directory should be..."""
+    code = e.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device: could not write {path}"
+    if code == errno.EROFS:
+        return f"read-only file system: cannot write {path}"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied: cannot write {path}"
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        return f"cannot create {path}: {blocker} is a file, not a directory"
+    return f"cannot write {path}: {e.strerror or e}"
+
+
+@contextmanager
+def writing(path: str | Path):
+    """Turn OS-level write failures inside the block into one JackpotError naming `path`."""
+    path = Path(path)
+    try:
+        yield path
+    except OSError as e:
+        raise JackpotError(_os_message(e, path)) from None
+    except RuntimeError as e:  # torch.save reports a short write (full disk) this way
+        if "inline_container" not in str(e) and "file write failed" not in str(e):
+            raise
+        try:
+            free = f" ({shutil.disk_usage(path.parent).free / 2 ** 20:.0f} MiB free there)"
+        except OSError:
+            free = ""
+        raise JackpotError(f"no space left on device: could not write {path}{free}") from None
+
+
+def make_dirs(path: str | Path) -> Path:
+    with writing(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
+
+
 @contextmanager
 def _atomic_path(path: str | Path):
-    """Yield a temporary path in the same directory; rename it over `path` on success."""
+    """Yield a temporary path in the same directory; rename it over `path` on success. The file
+    gets the mode open() would give (0666 less the umask, not mkstemp's 0600): a store shared by a
+    group stays readable."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    make_dirs(path.parent)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with writing(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -91,6 +151,70 @@ def read_json(path: str | Path, what: str = "file"):
         raise JackpotError(f"missing {what}: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise JackpotError(f"corrupt {what}: {path}") from None
+    except OSError as e:  # a directory in the way, no permission...
+        raise JackpotError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
+def weights_mismatch(model: torch.nn.Module, state) -> str | None:
+    """Why `state` cannot be loaded into `model` (names, shapes), or None when it can."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a state dict"
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & state.keys()
+                   if not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != tuple(expected[k].shape))
+    if not (missing or unexpected or wrong):
+        return None
+    parts = [f"{len(v)} {what} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
+             for what, v in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", wrong)) if v]
+    return "does not fit the model: " + "; ".join(parts) + " tensors"
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, what: str = "trained weights") -> torch.nn.Module:
+    """Load a state-dict file into `model`; a file that does not fit it is one clear JackpotError."""
+    state = safe_torch_load(path, what)
+    problem = weights_mismatch(model, state)
+    if problem:
+        raise JackpotError(f"{what} {path} {problem}; move it away and re-run to recompute that stage")
+    model.load_state_dict(state)
+    return model
+
+
+# --- finished stages ------------------------------------------------------------------------------
+
+STAGE_RECORD_KEYS = ("final", "best", "density")
+
+
+def stage_problem(stage_dir: str | Path) -> str | None:
+    """Why a stage does not count as finished, or None when it does. done.json must be a whole
+    record, and the files it vouches for (final.pt, mask.pt for a masked stage) must be there at the
+    sizes it recorded: a missing, truncated or replaced file makes the stage unfinished, so a
+    re-run recomputes it. Cheap enough for listings: reads done.json, loads no tensor."""
+    d = Path(stage_dir)
+    if not (d / "done.json").exists():
+        return "not finished"
+    try:
+        rec = json.loads((d / "done.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return "done.json is unreadable"
+    if not isinstance(rec, dict) or any(k not in rec for k in STAGE_RECORD_KEYS) or \
+            not isinstance(rec["final"], dict) or "test_acc" not in rec["final"]:
+        return "done.json is incomplete"
+    files = rec.get("files") or {"final.pt": None, **({"mask.pt": None} if rec.get("nnz") is not None else {})}
+    if not isinstance(files, dict) or not all(isinstance(name, str) for name in files):
+        return "done.json is incomplete"
+    for name, size in files.items():
+        path = d / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if size is not None and path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} when the stage finished"
+    return None
+
+
+def stage_done(stage_dir: str | Path) -> bool:
+    return stage_problem(stage_dir) is None
 
 
 # --- environment and code version ---------------------------------------------------------------
@@ -129,22 +253,31 @@ class Run:
 
     @classmethod
     def create(cls, cfg: RunConfig, root: str | Path | None = None) -> "Run":
-        path = store_root(root) / f"{cfg.kind}-{run_hash(cfg)}"
+        path = cls.path_for(cfg, root)
         run = cls(path)
         if not is_primary():
             return run
-        path.mkdir(parents=True, exist_ok=True)
-        record = {"hash": run_hash(cfg), "canonical": canonical(cfg), "config": to_dict(cfg)}
-        # Same hash, so only unhashed fields (levels, data_root) can differ: keep the latest.
+        make_dirs(path)
+        threads = run_threads(path)  # the count the run was begun with (check_threads)
+        record = {"hash": run_hash(cfg), "canonical": canonical(cfg), "config": to_dict(cfg),
+                  "threads": torch.get_num_threads() if threads is None else threads}
+        # Same hash, so only unhashed fields (levels, data_root) and settings the run does not read
+        # (config.READ_WHEN) can differ: keep the latest.
         if not (path / "config.json").exists() or read_json(path / "config.json") != record:
             atomic_write_json(path / "config.json", record)
         return run
+
+    @staticmethod
+    def path_for(cfg: RunConfig, root: str | Path | None = None) -> Path:
+        """Where the run of `cfg` lives (whether or not it exists yet)."""
+        return store_root(root) / f"{cfg.kind}-{run_hash(cfg)}"
 
     def _record_environment(self) -> None:
         """Each computing invocation appends its code version and environment (under the lock)."""
         env = {"code": code_version(), "environment": environment()}
         path = self.path / "env.json"
-        history = read_json(path, "environment record")["history"] if path.exists() else []
+        record = read_json(path, "environment record") if path.exists() else {}
+        history = record.get("history", []) if isinstance(record, dict) else []
         atomic_write_json(path, {"history": history + [env]})
 
     @property
@@ -152,25 +285,48 @@ class Run:
         return self.path.name.rpartition("-")[2]
 
     def config(self) -> RunConfig:
-        return from_dict(read_json(self.path / "config.json", "run config")["config"])
+        path = self.path / "config.json"
+        record = read_json(path, "run config")
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            raise JackpotError(f"damaged run config {path}: it holds no config record")
+        cfg = from_dict(record["config"])
+        # A key lost from the config would silently take its default: the recorded settings say.
+        stored = record.get("canonical") if isinstance(record.get("canonical"), dict) else {}
+        differ = [group for group in ("kind", "seed") if group in stored and stored[group] != getattr(cfg, group)]
+        missing = object()
+        for group, values in stored.items():
+            if group in GROUPS and isinstance(values, dict):
+                differ += [f"{group}.{name}" for name, value in values.items()
+                           if getattr(getattr(cfg, group), name, missing) != value]
+        if differ:
+            raise JackpotError(f"damaged run config {path}: {', '.join(differ)} differ from the run's "
+                               "recorded settings (restore config.json or move the run away)")
+        return cfg
 
     def stage(self, *parts: str) -> Path:
         return self.path.joinpath(*parts)
 
     @contextmanager
-    def lock(self):
+    def lock(self, wait: bool | None = None, progress=print):
         """Refuse to compute a run that another live process is computing (rank 0 holds the lock
-        for a distributed job)."""
+        for a distributed job); with `wait`, wait for that process to finish or stop instead.
+        wait=None: the caller offers no waiting, so the refusal does not suggest --wait."""
         import fcntl
         if not is_primary():
             yield self
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "run.lock", "a+") as f:
+        make_dirs(self.path)
+        with writing(self.path / "run.lock"):
+            f = open(self.path / "run.lock", "a+")
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise JackpotError(f"run {self.path} is being computed by another process") from None
+                if not wait:
+                    hint = "" if wait is None else " (--wait waits for it to finish)"
+                    raise JackpotError(f"run {self.path} is being computed by another process{hint}") from None
+                progress(f"waiting: run {self.path} is being computed by another process")
+                fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 self._record_environment()
                 yield self
@@ -179,16 +335,46 @@ class Run:
 
     def is_locked(self) -> bool:
         import fcntl
-        lock = self.path / "run.lock"
-        if not lock.exists():
+        try:  # read-only, and a shared lock: `ls` works on a read-only store
+            fd = os.open(self.path / "run.lock", os.O_RDONLY)
+        except OSError:  # no lock file (never computed) or unreadable: nobody we can see holds it
             return False
-        with open(lock, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # releases the probe's lock
         return False
+
+
+def run_threads(path: str | Path) -> int | None:
+    """The torch thread count a run (or branch) directory was begun with: its config.json record,
+    or for a run recorded before that, its first invocation's env.json entry; None if unknown."""
+    path = Path(path)
+    for name, pick in (("config.json", lambda r: r.get("threads")),
+                       ("env.json", lambda r: r["history"][0]["environment"]["threads"])):
+        try:
+            value = pick(json.loads((path / name).read_text()))
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def check_threads(path: str | Path) -> None:
+    """Refuse to compute more of a run under another torch thread count than it was begun with:
+    float reductions split over threads round differently, so 1 and 2 threads give different
+    weights (and RigL masks), and the resumed part would not continue the computation the first
+    part began. Callers check only when something is left to compute: a finished run re-invoked
+    under any count just shows its results."""
+    recorded, now = run_threads(path), torch.get_num_threads()
+    if recorded is not None and recorded != now:
+        raise JackpotError(f"{Path(path).name} was begun with {recorded} thread(s) and this process has {now}: "
+                           f"resume or extend it with --threads {recorded} (results depend on the thread count)")
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
@@ -200,6 +386,8 @@ def list_runs(root: str | Path | None = None) -> list[Run]:
 
 def find_run(ref: str, root: str | Path | None = None) -> Run:
     """A run by directory path, full name or unique hash prefix."""
+    if not ref.strip():  # '' is a prefix of every hash: it would pick a store's only run
+        raise JackpotError("give a run: its directory, name or hash prefix (see `jackpot ls`)")
     if Path(ref, "config.json").exists():
         return Run(Path(ref))
     matches = [r for r in list_runs(root) if r.path.name == ref or r.hash.startswith(ref)]

@@ -6,8 +6,9 @@ from .errors import JackpotError
 LAUNCHERS = ("local", "ray", "slurm")
 
 
-def register(sub) -> None:
-    """Add the sweep/report subcommands to the `jackpot` parser."""
+def register(sub, recipe=None) -> None:
+    """Add the sweep/report subcommands to the `jackpot` parser (`recipe` fills in the defaults
+    of its kind's flags, as for the single-run commands)."""
     from .cli import _common, add_config_flags
     from .launch.grid import KIND_GROUPS
 
@@ -28,6 +29,8 @@ def register(sub) -> None:
                             "a bare name when unique); repeat for more fields; separate values with ';' "
                             "when they hold commas")
         g.add_argument("--seeds", help="comma-separated seeds (same as --grid seed=...)")
+        g.add_argument("--recipe", help="published settings by name (see `jackpot recipes`); flags and "
+                                        "--grid values still win")
         g.add_argument("--launcher", choices=LAUNCHERS, default="local",
                        help="local process pool (default), ray, or slurm (submitit job array)")
         g.add_argument("--workers", type=int, default=1, help="runs at once (local pool size, local Ray "
@@ -46,6 +49,8 @@ def register(sub) -> None:
         g.add_argument("--dry-run", action="store_true", help="write the sweep record, list the runs, run nothing")
         _common(p)
         p.set_defaults(func=cmd_sweep, _sweep_kind=kind)
+        if recipe is not None and recipe.kind == kind:
+            p.set_defaults(**recipe.resolved())
 
     rep = sub.add_parser("report", help="tables, plots and an HTML page from a store or a sweep",
                          description="Mean, std and count over seeds per method and density (Markdown, "
@@ -70,7 +75,7 @@ def _sweep_points(args):
         specs.append(f"seed={args.seeds}")
     grid = parse_grid(specs, kind)
     points = expand(config_from_args(args, kind), grid)
-    preflight([cfg for cfg, _ in points])
+    preflight([cfg for cfg, _ in points], [values for _, values in points])
     return kind, grid, points
 
 
@@ -106,6 +111,8 @@ def cmd_sweep(args) -> int:
     record = sweep.write()
     print(f"sweep {sweep.name}: {len(points)} runs ({' x '.join(f'{len(v)} {k}' for k, v in grid.items()) or '1'})"
           f", launcher {args.launcher}\nrecord: {record}")
+    if getattr(launcher, "note", ""):
+        print(launcher.note)
     if args.dry_run:
         for r in sweep.runs:
             print(f"  {r['name']}  " + " ".join(f"{k}={v}" for k, v in r["values"].items()))

@@ -5,8 +5,10 @@ and sparse runs. A point's method label is `sparse.method (distribution)` for sp
 `pai.score/pai.budget` for pai runs, `IMP <arm>` for each lottery arm; config fields that differ
 between the reported runs (other than seed, density and the method fields) are appended to the
 label (`rigl (erk) lr=0.1`). Points are grouped per dataset/model, method and target density, and
-aggregated over seeds (diverged runs are counted but left out of the means). Every figure gives a
-method the same colour and marker.
+aggregated over seeds (diverged runs are counted, `2 of 3, 1 diverged`, but never averaged in; ±
+is the sample standard deviation, and a single seed prints just its value). Every figure gives a
+method the same colour and marker. Dynamic sparse runs also get a figure of their mask updates
+(drop fraction, and the fraction of weights ever active, at each update).
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import JackpotError
-from ..store import Run, list_runs, read_json
+from ..store import Run, list_runs, read_json, stage_done
+from .axes import log_axis
+from .summary import count_cell, method_label, run_summary
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
@@ -77,7 +81,7 @@ def _stage_point(done: Path, base: dict) -> dict:
     return {**base, "final_acc": rec["final"]["test_acc"], "best_acc": rec["best"].get("test_acc"),
             "best_epoch": rec["best"].get("epoch"), "diverged": bool(rec.get("diverged")),
             "curve": [(r["epoch"], r["test_acc"]) for r in rows if "test_acc" in r],
-            "stage": str(done.parent)}
+            "mask_updates": rec.get("mask_updates") or [], "stage": str(done.parent)}
 
 
 def collect(runs: list[Run]) -> list[dict]:
@@ -107,19 +111,12 @@ def collect(runs: list[Run]) -> list[dict]:
         if cfg.kind == "lottery":
             points += _lottery_points(run, cfg, base, suffix)
             continue
-        summary_path = run.stage("summary.json")
         done = run.stage("train", "done.json")
-        if not summary_path.exists() or not done.exists():
+        summary = run_summary(run)  # None while unfinished, or when its stage or summary is damaged
+        if summary is None:
             continue
-        summary = read_json(summary_path, "run summary")
-        if cfg.kind == "sparse":
-            s = cfg.sparse
-            method = s.method if s.method in ("dense", "gmp", "small-dense") else f"{s.method} ({s.distribution})"
-            method += f" {s.extend:g}x" if s.extend != 1 else ""
-            target = 1.0 if s.method == "dense" else s.density
-        else:
-            p = cfg.pai
-            method, target = f"{p.score}{' inverted' if p.invert else ''}/{p.budget}", p.density
+        method = method_label(cfg)
+        target = cfg.pai.density if cfg.kind == "pai" else (1.0 if cfg.sparse.method == "dense" else cfg.sparse.density)
         point = _stage_point(done, {**base, "method": method + suffix, "target": target,
                                     "density": summary["density"], "layers": summary.get("layers") or []})
         if "train_flops_ratio" in summary:
@@ -153,6 +150,8 @@ def _lottery_points(run: Run, cfg, base: dict, suffix: str) -> list[dict]:
             except Exception:  # noqa: BLE001 - a corrupt mask only loses its figure
                 layers = []
         for done in sorted(level_dir.glob("*/done.json")):
+            if not stage_done(done.parent):  # its record or files damaged: a re-run recomputes it
+                continue
             arm = done.parent.name
             rec_density = read_json(done, "stage record").get("density", 1.0)
             out.append(_stage_point(done, {**base, "method": f"IMP {arm}{suffix}", "level": level,
@@ -238,13 +237,27 @@ def _fmt(key: str, value) -> str:
     return str(value)
 
 
+def _cell(r: dict, key: str) -> str:
+    if key in ("final_std", "best_std") and r["n"] < 2:
+        return ""  # no sample standard deviation of fewer than two values
+    return _fmt(key, r.get(key))
+
+
+def _mean_pm(r: dict, stat: str) -> str:
+    """`61.62 ± 0.40`; one seed: `61.62`; every seed diverged: `diverged`."""
+    if r["n"] == 0:
+        return "diverged"
+    mean = _fmt(f"{stat}_mean", r[f"{stat}_mean"])
+    return mean if r["n"] == 1 else f"{mean} ± {_fmt(f'{stat}_std', r[f'{stat}_std'])}"
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow([k for k, _ in cols])
         for r in rows:
-            w.writerow([_fmt(k, r.get(k)) for k, _ in cols])
+            w.writerow([_cell(r, k) for k, _ in cols])
 
 
 def format_markdown(rows: list[dict]) -> str:
@@ -256,16 +269,14 @@ def format_markdown(rows: list[dict]) -> str:
                   + (" train FLOPs (x dense) |" if has_flops else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if has_flops else "")]
         for r in (r for r in rows if r["setting"] == setting):
-            div = f" ({r['diverged']} diverged)" if r["diverged"] else ""
             cells = [r["method"], _fmt("target_density", r["target_density"]),
-                     f"{100 * r['weights_remaining']:.2f}%",
-                     f"{_fmt('final_mean', r['final_mean'])} ± {_fmt('final_std', r['final_std'])}",
-                     f"{_fmt('best_mean', r['best_mean'])} ± {_fmt('best_std', r['best_std'])}",
-                     _fmt("best_epoch", r["best_epoch"]), f"{r['n']}{div}"]
+                     f"{100 * r['weights_remaining']:.2f}%", _mean_pm(r, "final"), _mean_pm(r, "best"),
+                     _fmt("best_epoch", r["best_epoch"]), count_cell(r["n"], r["n"] + r["diverged"])]
             if has_flops:
                 cells.append(_fmt("train_flops", r.get("train_flops")))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["± : sample standard deviation over seeds; diverged runs are counted in n, never averaged in.", ""]
     return "\n".join(lines)
 
 
@@ -276,16 +287,6 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def _percent_axis(ax, values: list[float]) -> None:
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
-    ax.set_xscale("log")
-    lo = min(values) if values else 1
-    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01) if lo * 0.8 <= t <= 100]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
@@ -334,14 +335,11 @@ def plot_accuracy(rows: list[dict], style: dict, out: Path, setting: str, stem: 
                         color=colour, alpha=0.18, linewidth=0)
         drawn += 1
     if x == "density":
-        _percent_axis(ax, xs_all or [100])
-        ax.set_xlabel("weights remaining (%) [log scale]")
         ax.invert_xaxis()
+        log_axis(ax, "x", xs_all or [100])
+        ax.set_xlabel("weights remaining (%) [log scale]")
     else:
-        from matplotlib.ticker import FuncFormatter
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+        log_axis(ax, "x", xs_all)
         ax.set_xlabel("training FLOPs (x dense training) [log scale]")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title(f"{setting}\nfinal test accuracy vs {'weights remaining' if x == 'density' else 'training FLOPs'}",
@@ -369,7 +367,7 @@ def plot_layers(points: list[dict], style: dict, out: Path, setting: str, stem: 
     targets = sorted({p["target"] for p in pts}, reverse=True)[:9]
     fig, axes = _subplot_grid(len(targets))
     for ax, target in zip(axes, targets):
-        names = None
+        names, drawn = None, []
         for method in method_order(p["method"] for p in pts if p["target"] == target):
             ps = [p for p in pts if p["target"] == target and p["method"] == method]
             names = [row["name"] for row in ps[0]["layers"]]
@@ -377,10 +375,8 @@ def plot_layers(points: list[dict], style: dict, out: Path, setting: str, stem: 
                     for i in range(len(names))]
             colour, marker = style[method]
             ax.plot(range(len(names)), dens, color=colour, marker=marker, label=method, linewidth=1.2)
-        from matplotlib.ticker import FuncFormatter, NullFormatter
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+            drawn += dens
+        log_axis(ax, "y", drawn)
         ax.set_title(f"density {100 * target:g}%", fontsize=10)
         ax.set_xticks(range(len(names or [])))
         ax.set_xticklabels([n.replace(".weight", "") for n in names or []], rotation=45, ha="right", fontsize=7)
@@ -417,6 +413,38 @@ def plot_curves(points: list[dict], style: dict, out: Path, setting: str, stem: 
         ax.grid(True, alpha=0.3)
         _legend(ax, 1)
     fig.suptitle(f"{setting}: training curves (mean over seeds)", fontsize=11)
+    return _save(fig, out, stem)
+
+
+def plot_mask_updates(points: list[dict], style: dict, out: Path, setting: str, stem: str) -> list[Path] | None:
+    """Dynamic sparse runs: drop fraction and fraction of weights ever active at each mask update
+    (mean over seeds), one line per method and density."""
+    pts = [p for p in points if p["setting"] == setting and p.get("mask_updates")]
+    if not pts:
+        return None
+    plt = _plt()
+    fig, (drop_ax, seen_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method in method_order(p["method"] for p in pts):
+        colour, marker = style[method]
+        for target in sorted({p["target"] for p in pts if p["method"] == method}, reverse=True):
+            ps = [p for p in pts if p["method"] == method and p["target"] == target]
+            for ax, key in ((drop_ax, "drop_fraction"), (seen_ax, "ever_active")):
+                by_step = defaultdict(list)
+                for p in ps:
+                    for u in p["mask_updates"]:
+                        if u.get(key) is not None:
+                            by_step[u["step"]].append(u[key])
+                steps = sorted(by_step)
+                ax.plot(steps, [100 * statistics.fmean(by_step[s]) for s in steps], color=colour, marker=marker,
+                        markersize=3, linewidth=1.2, label=f"{method} {100 * target:g}% (n={len(ps)})")
+    drop_ax.set_ylabel("drop fraction (% of active weights)")
+    seen_ax.set_ylabel("weights ever active (% of prunable)")
+    for ax, title in ((drop_ax, "drop fraction per update"), (seen_ax, "weights ever active")):
+        ax.set_xlabel("training step")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        _legend(ax, 1)
+    fig.suptitle(f"{setting}: mask updates (mean over seeds)", fontsize=11)
     return _save(fig, out, stem)
 
 
@@ -472,10 +500,12 @@ def write_report(source: str | Path, out: str | Path, tensorboard: str | Path | 
                                                               "flops")),
             ("Per-layer density", plot_layers(points, style, out, setting, f"layer_density_{s}")),
             ("Training curves", plot_curves(points, style, out, setting, f"training_curves_{s}")),
+            ("Mask updates", plot_mask_updates(points, style, out, setting, f"mask_updates_{s}")),
         ]:
             if paths:
                 figures.append((f"{caption} ({setting})", paths))
-    (out / "points.json").write_text(json.dumps([{k: v for k, v in p.items() if k not in ("curve", "layers")}
+    (out / "points.json").write_text(json.dumps([{k: v for k, v in p.items()
+                                                  if k not in ("curve", "layers", "mask_updates")}
                                                  for p in points], indent=1))
     _write_html(out, title, rows, figures)
     return out
@@ -484,7 +514,7 @@ def write_report(source: str | Path, out: str | Path, tensorboard: str | Path | 
 def _write_html(out: Path, title: str, rows: list[dict], figures) -> None:
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(k, r.get(k)))}</td>" for k, _ in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r, k))}</td>" for k, _ in cols) + "</tr>"
                    for r in rows)
     figs = "".join(
         f'<figure><img src="{html.escape(png.name)}" alt="{html.escape(caption)}">'
@@ -495,8 +525,8 @@ def _write_html(out: Path, title: str, rows: list[dict], figures) -> None:
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}td:nth-child(-n+2){{text-align:left}}
 figure{{margin:1.5em 0}}img{{max-width:100%;border:1px solid #eee}}</style></head>
-<body><h1>jackpot report</h1><p>{html.escape(title)}: {len(rows)} groups. Accuracies in %, mean and std over
-seeds (diverged runs left out of the means). Tables: <a href="results.csv">CSV</a>,
+<body><h1>jackpot report</h1><p>{html.escape(title)}: {len(rows)} groups. Accuracies in %, mean and sample
+standard deviation over seeds (diverged runs counted, never averaged in). Tables: <a href="results.csv">CSV</a>,
 <a href="results.md">Markdown</a>.</p>
 <table><tr>{head}</tr>{body}</table>{figs}</body></html>
 """

@@ -37,7 +37,7 @@ def default_root() -> Path:
 
 
 def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, val_size: int = 0,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, standardize: bool = True) -> Dataset:
     """Load `name` (see `list_datasets`), normalised with training-split statistics.
 
     `val_size` > 0 carves that many examples out of the training set (permutation seeded by
@@ -54,7 +54,7 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, val_size:
         from jackpot.data.npzfile import read_npz
 
         path = Path(name[4:]).expanduser()
-        return build_dataset(f"npz:{path}", read_npz(path), None, val_size, seed)
+        return build_dataset(f"npz:{path}", read_npz(path), None, val_size, seed, standardize)
 
     key = name.lower()
     if key not in _REGISTRY:
@@ -65,7 +65,7 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, val_size:
     if needs_root and not root_path.is_dir():
         raise JackpotError(f"data directory {root_path} does not exist; download {key} with "
                            f"`jackpot data fetch {key} --root {root_path}`")
-    return build_dataset(key, _read(key, root_path), augment, val_size, seed)
+    return build_dataset(key, _read(key, root_path), augment, val_size, seed, standardize)
 
 
 def _read(key: str, root: Path):

@@ -1,11 +1,15 @@
 """Data corruptions for the mask-finding stage of the sanity checks (Su et al. 2020).
 
-Each is seeded and exact:
-  random-labels  exactly round(fraction * N) training labels replaced by a *different* class drawn
-                 uniformly (so the fraction changed is exact; the paper's draw may coincide);
-  random-pixels  every training example's features permuted by its own random permutation, plus
-                 all labels randomised as above (the paper's "random pixels");
-  half           a random half (or `fraction`) of the training examples, without replacement.
+Each is seeded and follows its paper:
+  random-labels  exactly round(fraction * N) training examples (all of them by default) get a label
+                 drawn uniformly from *all* classes, the true class included, so the labels carry no
+                 information about the inputs (Zhang et al. 2017 "corrupt_prob"; Su et al. 2020
+                 sanity checks, `corrupt_prob=1`). About 1/K of the drawn labels equal the true
+                 one by chance; a network trained on them scores chance level on clean test data.
+  random-pixels  random labels as above plus an independent random permutation of each training
+                 example's values (Zhang et al. 2017 "random pixels"; Su et al. 2020);
+  half           exactly round(fraction * N) training examples (a half by default), chosen without
+                 replacement (Su et al. 2020 train the dense network on half of CIFAR-10).
 Test data is never corrupted.
 """
 from __future__ import annotations
@@ -19,12 +23,12 @@ CORRUPTIONS = ("random-labels", "random-pixels", "half")
 
 
 def random_labels(y: torch.Tensor, num_classes: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Exactly round(fraction * N) labels redrawn uniformly over all classes (true class included)."""
     n = y.shape[0]
     k = int(round(fraction * n))
     idx = torch.randperm(n, generator=generator)[:k]
-    shift = torch.randint(1, num_classes, (k,), generator=generator)  # never the same class
     out = y.clone()
-    out[idx] = (y[idx] + shift) % num_classes
+    out[idx] = torch.randint(0, num_classes, (k,), generator=generator, dtype=y.dtype)
     return out
 
 

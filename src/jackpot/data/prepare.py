@@ -36,7 +36,7 @@ def carve_validation(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int)
 
 
 def build_dataset(name: str, raw: RawSplits, augment: str | None = None,
-                  val_size: int = 0, seed: int = 0) -> Dataset:
+                  val_size: int = 0, seed: int = 0, standardize_inputs: bool = True) -> Dataset:
     x_train = torch.from_numpy(np.ascontiguousarray(raw.x_train, dtype=np.float32))
     y_train = torch.from_numpy(np.ascontiguousarray(raw.y_train, dtype=np.int64))
     x_test = torch.from_numpy(np.ascontiguousarray(raw.x_test, dtype=np.float32))
@@ -45,6 +45,7 @@ def build_dataset(name: str, raw: RawSplits, augment: str | None = None,
     if val_size:
         (x_train, y_train), (x_val, y_val) = carve_validation(x_train, y_train, val_size, seed)
     # Statistics come from the (remaining) training data only, so val/test never leak into them.
-    x_train, x_test, x_val = standardize(x_train, x_test, x_val)
+    if standardize_inputs:
+        x_train, x_test, x_val = standardize(x_train, x_test, x_val)
     return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                    num_classes=int(raw.num_classes), augment=augment, x_val=x_val, y_val=y_val)

@@ -57,14 +57,26 @@ def save_exported(module: nn.Module, path: str | Path, arch: dict | None = None)
 
 def load_exported(path: str | Path) -> nn.Module:
     """The inference module saved by save_exported, each layer in its saved format."""
-    from ..models import create_model
-
+    if not isinstance(path, (str, Path)):
+        raise JackpotError(f"load_exported takes the path of a file written by save_exported, "
+                           f"got a {type(path).__name__}")
     data = safe_torch_load(path, what="exported model")
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise JackpotError(f"{path} is not a jackpot exported model")
     if data.get("version") != VERSION:
         raise JackpotError(f"{path}: exported-model format version {data.get('version')} "
                            f"is not supported (this jackpot reads {VERSION})")
+    try:
+        return _rebuild(data, path)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        # a damaged or hand-made file: missing entries, wrong types, tensors that do not fit
+        raise JackpotError(f"{path} is a damaged jackpot exported model ({type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0][:120]})") from None
+
+
+def _rebuild(data: dict, path) -> nn.Module:
+    from ..models import create_model
+
     arch = data["arch"]
     model = create_model(arch["name"], tuple(arch["input_shape"]), arch["num_classes"])
     model.eval().requires_grad_(False)

@@ -6,7 +6,7 @@ import torch
 from ..errors import JackpotError
 from ..models import create_model
 from ..sparse import Masks
-from ..store import Run, read_json, safe_torch_load
+from ..store import Run, load_weights, read_json, stage_done, stage_problem
 
 
 def trained_sparse(run: Run, level: int | None = None, arm: str = "ticket") -> tuple[torch.nn.Module, Masks, dict]:
@@ -20,15 +20,19 @@ def trained_sparse(run: Run, level: int | None = None, arm: str = "ticket") -> t
         stage = run.path / f"level_{level:02d}" / arm
     else:
         stage = run.stage("train")
-    if (cfg.kind == "lottery" and level == 0) or not (stage / "mask.pt").exists():
-        raise JackpotError(f"run {run.path.name} has no trained sparse network at {stage.relative_to(run.path)} "
-                           "(level 0 is dense; train a pruned level first)")
-    if not (stage / "done.json").exists():
-        raise JackpotError(f"stage {stage} has not finished training")
+    dense = JackpotError(f"run {run.path.name} has no trained sparse network at {stage.relative_to(run.path)} "
+                         "(level 0 is dense; train a pruned level first)")
+    if cfg.kind == "lottery" and level == 0:
+        raise dense
+    if not stage_done(stage):  # done.json, and the files it vouches for (a lost mask.pt too)
+        raise JackpotError(f"stage {stage} has not finished training ({stage_problem(stage)}); re-run the "
+                           "run's command to compute it")
+    if not (stage / "mask.pt").exists():
+        raise dense
     info = read_json(run.stage("dataset.json"), "dataset shape record")
     arch = {"name": cfg.model.model, "input_shape": tuple(info["input_shape"]), "num_classes": info["num_classes"]}
     model = create_model(arch["name"], arch["input_shape"], arch["num_classes"])
-    model.load_state_dict(safe_torch_load(stage / "final.pt", "trained weights"))
+    load_weights(model, stage / "final.pt")
     return model, Masks.load(stage / "mask.pt"), arch
 
 

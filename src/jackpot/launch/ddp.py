@@ -11,7 +11,8 @@ Rules for sparse training (enforced here, whatever engine drives the loop):
   gradient that RigL's growth criterion reads (between backward() and the optimizer step);
 - start weights come from rank 0 (DDP broadcasts them when it wraps the model; `broadcast_state`
   does it explicitly after a rewind or load);
-- only rank 0 writes checkpoints, masks and metrics (`is_primary`, `save_on_primary`).
+- only rank 0 writes checkpoints, masks and metrics (`is_primary`, `save_on_primary`); the
+  training loss it logs is the whole batch's, each rank's mean weighted by its share (`global_mean`).
 CPU runs use the gloo backend (what the tests exercise), CUDA runs nccl.
 """
 from __future__ import annotations
@@ -73,6 +74,19 @@ def is_primary() -> bool:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+@torch.no_grad()
+def global_mean(value: torch.Tensor, count: int) -> torch.Tensor:
+    """The mean over every rank's examples of `value`, this rank's mean over its `count` examples
+    (the logged training loss): shares of a batch can differ by one, so each rank's mean is
+    weighted by its count. `value` itself when not distributed."""
+    if not is_distributed():
+        return value
+    local = value.double() * count if count else torch.zeros((), dtype=torch.float64, device=value.device)
+    buf = torch.stack([local, torch.tensor(float(count), dtype=torch.float64, device=value.device)])
+    dist.all_reduce(buf)
+    return (buf[0] / buf[1]).to(value.dtype)
 
 
 def cleanup() -> None:

@@ -14,12 +14,8 @@ import dataclasses
 import itertools
 from typing import Any
 
-from ..config import GROUPS, RunConfig, run_hash, validate
+from ..config import GROUPS, KIND_GROUPS, RunConfig, canonical, run_hash, validate
 from ..errors import JackpotError
-
-KIND_GROUPS = {"lottery": ("data", "model", "train", "masks", "prune", "lottery"),
-               "pai": ("data", "model", "train", "masks", "pai"),
-               "sparse": ("data", "model", "train", "masks", "sparse")}
 
 
 def resolve_field(name: str, kind: str) -> tuple[str | None, dataclasses.Field | None]:
@@ -107,7 +103,8 @@ def with_value(cfg: RunConfig, address: str, value: Any) -> RunConfig:
 
 def expand(base: RunConfig, grid: dict[str, list]) -> list[tuple[RunConfig, dict]]:
     """Every combination, validated: [(config, {address: value})] in grid order (last field fastest).
-    Dense sparse-training baselines collapse to one run per seed (they ignore the sparse settings)."""
+    Dense sparse-training baselines collapse to one run per seed (they ignore the sparse settings),
+    and so do points that differ only in settings their run does not read (config.READ_WHEN)."""
     out, seen = [], {}
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
@@ -128,25 +125,30 @@ def expand(base: RunConfig, grid: dict[str, list]) -> list[tuple[RunConfig, dict
         h = run_hash(cfg)
         if h in seen and cfg.kind == "sparse" and cfg.sparse.method == "dense":
             continue
+        if h in seen and canonical(cfg, unread=True) != seen[h][1]:
+            continue  # differs only in a setting this run does not read (static's --delta-t): one run
         if h in seen:
-            raise JackpotError(f"--grid points {seen[h]} and {values} give the same run "
+            raise JackpotError(f"--grid points {seen[h][0]} and {values} give the same run "
                                f"(a field that does not change what is computed?)")
-        seen[h] = values
+        seen[h] = (values, canonical(cfg, unread=True))
         out.append((cfg, values))
     return out
 
 
-def preflight(cfgs: list[RunConfig]) -> None:
+def preflight(cfgs: list[RunConfig], labels: list[dict] | None = None) -> None:
     """Load each distinct dataset and build each model once: a bad name or a model/data mismatch
-    is one line before any run directory exists."""
+    is one line before any run directory exists. Then every run's own checks (the procedure's,
+    as its command makes them), so no launched run fails on something its config already says."""
     from ..data import load_dataset
     from ..models import create_model
-    shapes = {}
-    for cfg in cfgs:
+    from ..procedures import checker
+    from ..procedures.context import RunContext
+    shapes, datasets = {}, {}
+    for i, cfg in enumerate(cfgs):
         d = cfg.data
         key = (d.dataset, d.data_root, d.val_size)
         if key not in shapes:
-            ds = load_dataset(d.dataset, root=d.data_root, val_size=d.val_size)
+            datasets[key] = ds = load_dataset(d.dataset, root=d.data_root, val_size=d.val_size)
             shapes[key] = (ds.input_shape, ds.num_classes)
         if (key, cfg.model.model) not in shapes:
             try:
@@ -156,3 +158,8 @@ def preflight(cfgs: list[RunConfig]) -> None:
             except Exception as e:
                 raise JackpotError(f"model {cfg.model.model!r} does not fit dataset {d.dataset!r}: {e}") from None
             shapes[(key, cfg.model.model)] = True
+        try:
+            RunContext.prepare(cfg, dataset=datasets[key], check=checker(cfg.kind))
+        except JackpotError as e:
+            where = ", ".join(f"{k}={v}" for k, v in (labels[i] if labels else {}).items())
+            raise JackpotError(f"{e} (grid point {where})" if where else str(e)) from None

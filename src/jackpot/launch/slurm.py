@@ -2,9 +2,13 @@
 (`executor.map_array`), at most `workers` array tasks at once (`slurm_array_parallelism`), each
 task calling the same `execute` as the local pool. A task that finds its run busy (computed by
 another process) waits for it rather than handing it back. `cluster="local"` runs the array
-with submitit's local executor (tests, laptops)."""
+with submitit's local executor (tests, laptops); that executor starts every task it is given at
+once, so there the sweep hands it at most `workers` runs at a time. Without SLURM (no `sbatch`)
+and without an explicit `cluster="local"`, the launcher refuses: submitit would silently run the
+whole array on this machine at once."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +29,14 @@ class SlurmLauncher:
         self.submitit = submitit
         self.folder = Path(folder)
         self.cluster = None if cluster in (None, "auto") else cluster
+        if self.cluster != "local" and shutil.which("sbatch") is None:
+            raise JackpotError("--launcher slurm: no SLURM on this machine (no sbatch on PATH); use "
+                               "--launcher local, or --slurm-cluster local to run the job array here")
+        self.note = ""
+        if self.cluster == "local":  # submitit's local executor ignores slurm_array_parallelism
+            self.capacity = max(1, workers)
+            self.note = (f"no SLURM: submitit's local executor runs the array on this machine, "
+                         f"{self.capacity} at a time (--workers)")
         self.params = {"timeout_min": timeout_min, "cpus_per_task": max(1, threads), "tasks_per_node": 1,
                        "nodes": 1, "slurm_array_parallelism": max(1, workers)}
         if gpus_per_task:

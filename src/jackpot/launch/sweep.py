@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..config import RunConfig, canonical, from_dict, run_hash, split_list, to_dict
 from ..errors import JackpotError
-from ..store import Run, atomic_write_json, read_json, store_root
+from ..store import Run, atomic_write_json, make_dirs, read_json, stage_problem, store_root
 
 BUSY_MESSAGE = "being computed by another process"
 FINISHED = ("done", "diverged")
@@ -52,12 +52,11 @@ def finished_state(path: Path, cfg: RunConfig) -> str | None:
         return None
     diverged = False
     for stage in _expected_stages(cfg):
-        done = path / stage / "done.json"
-        if not done.exists():
+        if stage_problem(path / stage):  # not finished, or its files lost or damaged since
             return None
         try:
-            diverged |= bool(json.loads(done.read_text()).get("diverged"))
-        except (OSError, json.JSONDecodeError):
+            diverged |= bool(json.loads((path / stage / "done.json").read_text()).get("diverged"))
+        except (OSError, json.JSONDecodeError):  # removed meanwhile by a recomputing process
             return None
     return "diverged" if diverged else "done"
 
@@ -107,7 +106,7 @@ class Sweep:
         if not self.record_path.exists() or read_json(self.record_path) != json.loads(json.dumps(rec)):
             atomic_write_json(self.record_path, rec)
         for sub in ("errors", "logs"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            make_dirs(self.dir / sub)
         return self.record_path
 
     def run_paths(self) -> list[Path]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from jackpot.errors import JackpotError
+from jackpot.models.init import apply_init
 
 Builder = Callable[[tuple[int, ...], int, float], nn.Module]
 
@@ -78,8 +79,13 @@ def create_model(
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
     width: float = 1.0,
+    init: str = "default",
+    bn_init: str = "default",
 ) -> nn.Module:
     """Build a freshly initialised model; ``None`` arguments take the model's paper default.
+
+    ``init`` / ``bn_init`` name the initialisation (see ``jackpot.models.init``); "default" keeps
+    PyTorch's.
 
     ``width`` scales every hidden width / channel count (rounded, at least 1); input and output
     sizes are unchanged. ``width=1.0`` is the paper model. Seed with ``torch.manual_seed`` before
@@ -107,6 +113,8 @@ def create_model(
         )
     try:
         model = entry.builder(shape, classes, width)
+        if init != "default" or bn_init != "default":
+            apply_init(model, init, bn_init)
         _check_forward(model, shape, classes)
     except (RuntimeError, ValueError) as e:  # e.g. spatial size too small for the pooling stack
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

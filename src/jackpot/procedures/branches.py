@@ -3,18 +3,22 @@
 One typed spec per branch, stored under the run it comes from with its own hash:
     <run>/branches/<kind>-L<level>-<hash>/  config.json, train/, summary.json
 Kinds:
-  reinit     same mask, fresh random initialisation; --rescale multiplies each layer's kept
-             weights by 1/sqrt(layer density), the standard init scale for the remaining fan-in
-             (Morcos et al. 2019 reviewers' point);
+  reinit     same mask, fresh random initialisation, trained like the lottery's reinit control
+             (0 -> T with the full schedule when the ticket keeps trained weights); --rescale
+             multiplies each layer's kept weights by 1/sqrt(layer density), the standard init scale
+             for the remaining fan-in (Morcos et al. 2019 reviewers' point);
   rearrange  same count per layer, new uniformly random positions, weights of the rewind point;
   shuffle    same mask, surviving weight values permuted among surviving positions per layer;
-  invert     same per-layer counts, the *lowest* scores kept (lottery: lowest trained magnitudes;
-             pai: the run's score inverted);
+  invert     same per-layer counts, the *lowest* scores kept (pai: the run's score inverted;
+             lottery: the lowest of the magnitudes level L was ranked on, chosen inside the level
+             L-1 mask, so only the last pruning step is inverted: weights pruned at the levels
+             before L stay pruned);
   retrain    same mask and start weights, with any other training (optimizer, schedule, retraining
              mode) and/or another dataset: a transfer ("One ticket to win them all"). Masks map by
              parameter name; layers whose shape depends on the class count are re-created, randomly
              initialised and left dense; any other shape mismatch is an error unless the layer is
              listed in --exclude (then re-created too). Late-reset weights travel with the mask.
+             The branch's density is over the target's prunable set, re-created layers as dense.
 """
 from __future__ import annotations
 
@@ -28,12 +32,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, canonical, derive_seed, split_list, to_dict
+from ..config import RunConfig, canonical, derive_seed, same_hashed, split_list, to_dict
 from ..errors import JackpotError
 from ..sparse import Masks
 from ..sparse.pruning import keep_top, scores_magnitude
 from ..sparse.prunable import layer_of, output_layer
-from ..store import Run, atomic_write_json, read_json, safe_torch_load
+from ..store import Run, atomic_write_json, check_threads, read_json, safe_torch_load, stage_done
 from ..train import lr_at, train_stage
 from .context import RunContext, report_stage
 
@@ -75,16 +79,17 @@ class Source:
     fixed_lr: float | None
 
 
-def ticket_source(ctx: RunContext, level: int, retrain: str = "") -> Source:
+def ticket_source(ctx: RunContext, level: int, retrain: str = "", arm: str = "ticket") -> Source:
     """The ticket at `level` as the run trains it; `retrain` switches the lottery retraining mode
-    (weight rewinding vs learning-rate rewinding vs fine-tuning) for this branch."""
+    (weight rewinding vs learning-rate rewinding vs fine-tuning) for this branch; `arm` "reinit"
+    gives the span of fresh weights (lottery.arm_span: 0 -> T when the mode keeps trained weights)."""
     run, cfg = ctx.run, ctx.cfg
     if cfg.kind == "lottery" and retrain:
         ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, lottery=dataclasses.replace(
             cfg.lottery, retrain=retrain)))
         cfg = ctx.cfg
     if cfg.kind == "lottery":
-        from .lottery import _start_weights, level_dir
+        from .lottery import _start_weights, arm_span, level_dir
         if level < 1:
             raise JackpotError("branch from a pruned level: --level must be >= 1")
         mask_path = level_dir(run, level) / "mask.pt"
@@ -92,8 +97,8 @@ def ticket_source(ctx: RunContext, level: int, retrain: str = "") -> Source:
             raise JackpotError(f"run {run.path.name} has no ticket at level {level} yet "
                                f"(run `jackpot lottery` with --levels >= {level} first)")
         total, rewind = ctx.total_steps, ctx.steps(cfg.lottery.rewind)
-        fixed = lr_at(total - 1, total, cfg.train, ctx.steps_per_epoch) if cfg.lottery.retrain == "finetune" else None
-        return Source(Masks.load(mask_path), _start_weights(ctx, "ticket", level, rewind), rewind, total, fixed)
+        start, fixed = arm_span(ctx, arm, total, rewind)
+        return Source(Masks.load(mask_path), _start_weights(ctx, "ticket", level, rewind), start, total, fixed)
     if cfg.kind == "pai":
         if not run.stage("mask.pt").exists():
             raise JackpotError(f"run {run.path.name} has no mask yet (run it first)")
@@ -133,18 +138,23 @@ def _inverted(ctx: RunContext, level: int, ticket: Masks) -> Masks:
         scores = compute_scores(ctx.cfg.pai.score, model, full, scoring_batches(ctx),
                                 **{**score_options(ctx, model), "invert": not ctx.cfg.pai.invert})
         return keep_top(scores, full, ticket.layer_counts())
-    from .lottery import _trained_ticket, level_dir
+    from .lottery import level_dir, ranking_weights
     previous = Masks.load(level_dir(ctx.run, level - 1) / "mask.pt") if level > 1 else \
         Masks({n: torch.ones_like(m) for n, m in ticket.items()})
-    trained = _trained_ticket(ctx, level - 1)
+    trained = ranking_weights(ctx, level - 1)
     scores = {n: -s for n, s in scores_magnitude(trained, previous).items()}
     return keep_top(scores, previous, ticket.layer_counts())
 
 
-def transfer(src: Source, target: torch.nn.Module, exclude: list[str]) -> tuple[Source, dict]:
-    """Map the source's mask and weights onto `target` by parameter name (see module docstring)."""
+def transfer(src: Source, target: torch.nn.Module, exclude: list[str],
+             prunable: list[str] | None = None) -> tuple[Source, dict]:
+    """Map the source's mask and weights onto `target` by parameter name (see module docstring).
+    A re-created parameter of the target's prunable set (default: the ones the source masks) gets
+    an all-ones mask: the masks keep covering the prunable set, so the branch's density counts it
+    as the dense layer it is."""
     out_layer = output_layer(target)
     weights, masks, mapping = target.state_dict(), Masks(), {"transferred": [], "recreated": []}
+    prunable = set(src.masks if prunable is None else prunable)
     for name, value in weights.items():
         old = src.weights.get(name)
         layer = layer_of(name)
@@ -155,6 +165,8 @@ def transfer(src: Source, target: torch.nn.Module, exclude: list[str]) -> tuple[
             mapping["transferred"].append(name)
         elif layer == out_layer or layer in exclude or old is None:
             mapping["recreated"].append(name)  # fresh init of the target model, left dense
+            if name in prunable:
+                masks[name] = torch.ones_like(value, dtype=torch.bool)
         else:
             raise JackpotError(f"cannot transfer {name}: shape {tuple(old.shape)} in the ticket, "
                                f"{tuple(value.shape)} in the target model (exclude its layer {layer!r} "
@@ -162,8 +174,10 @@ def transfer(src: Source, target: torch.nn.Module, exclude: list[str]) -> tuple[
     return dataclasses.replace(src, masks=masks, weights=weights), mapping
 
 
-def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", progress=print) -> Path:
-    """Train one branch (skipped when finished). `cfg` is the parent's config with any changes."""
+def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", progress=print,
+               wait: bool = False) -> Path:
+    """Train one branch (skipped when finished). `cfg` is the parent's config with any changes;
+    `wait`: wait for another process computing the same branch instead of refusing."""
     parent_cfg = parent.config()
     if cfg.kind != parent_cfg.kind or cfg.seed != parent_cfg.seed:
         raise JackpotError("a branch keeps its parent's procedure and seed; use --branch-seed for its own draws")
@@ -171,20 +185,23 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
     path = branch_dir(parent, spec, cfg)
     bctx = RunContext.attach(Run(path), device, progress, cfg=cfg)
     # Everything that can refuse the input comes before the branch directory exists.
-    src = apply_branch(pctx, spec, ticket_source(pctx, spec.level, spec.retrain))
+    src = apply_branch(pctx, spec, ticket_source(pctx, spec.level, spec.retrain,
+                                                 arm="reinit" if spec.kind == "reinit" else "ticket"))
     target = bctx.new_model(("transfer-init", spec.seed))
     from ..sparse.prunable import check_layer_names
     check_layer_names(target, split_list(spec.exclude))
-    src, mapping = transfer(src, target, split_list(spec.exclude))
-    if cfg.train != parent_cfg.train:  # new training: its own span (rewind point kept)
-        finetune = cfg.kind == "lottery" and (spec.retrain or cfg.lottery.retrain) == "finetune"
+    src, mapping = transfer(src, target, split_list(spec.exclude), prunable=bctx.prunable(target))
+    if not same_hashed(cfg.train, parent_cfg.train):  # new training: its own span (start kept; fine-tuning at its final LR)
         total = bctx.total_steps
         src = dataclasses.replace(src, end=total, fixed_lr=lr_at(
-            total - 1, total, bctx.train_in_steps(), bctx.steps_per_epoch) if finetune else None)
-    with Run(path).lock():
+            total - 1, total, bctx.train_in_steps(), bctx.steps_per_epoch) if src.fixed_lr is not None else None)
+    if (path / "config.json").exists() and not ((path / "summary.json").exists() and stage_done(path / "train")):
+        check_threads(path)  # a branch resumes under the thread count it was begun with
+    with Run(path).lock(wait=wait, progress=progress):
         if not (path / "config.json").exists():
             atomic_write_json(path / "config.json", {"parent": str(parent.path), "branch": dataclasses.asdict(spec),
-                                                     "canonical": canonical(cfg), "config": to_dict(cfg)})
+                                                     "canonical": canonical(cfg), "config": to_dict(cfg),
+                                                     "threads": torch.get_num_threads()})
         target.load_state_dict(src.weights)
         label = pctx.label(f"branch {spec.kind}{' rescaled' if spec.rescale else ''} of level {spec.level} "
                            f"{100 * src.masks.density():.1f}% weights")

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from ..config import RunConfig, derive_seed, parse_step, split_list, validate
+from ..config import RunConfig, derive_seed, parse_checkpoint_every, parse_step, split_list, validate
 from ..data import load_dataset
 from ..data.dataset import Dataset
 from ..errors import JackpotError
@@ -27,23 +27,17 @@ class RunContext:
     dataset: Dataset
     device: torch.device
     progress: Callable[[str], None]
+    wait: bool = False  # lock(): wait for another process computing the run instead of refusing
 
     @classmethod
     def open(cls, cfg: RunConfig, root=None, device="cpu", progress: Callable[[str], None] = print,
-             dataset: Dataset | None = None, check: Callable | None = None) -> "RunContext":
-        """Validate, load the data, build the model once and run the procedure's own `check(ctx,
-        model)`, all before creating anything on disk: bad input leaves no run directory."""
-        cfg = validate(cfg)
-        if dataset is None:
-            dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
-                                   seed=derive_seed(cfg.seed, "validation-split"))
-        ctx = cls(cfg, None, dataset, torch.device(device), progress)
-        model = ctx.new_model(("init",))  # refuse a model/data mismatch
-        ctx.total_steps  # refuse a zero-length training
-        ctx.prunable(model)  # refuse --keep-layers naming missing layers
-        if check:
-            check(ctx, model)
+             dataset: Dataset | None = None, check: Callable | None = None, wait: bool = False) -> "RunContext":
+        """prepare(), then create the run directory: bad input leaves no run directory."""
+        ctx = cls.prepare(cfg, root, device, progress, dataset, check)
+        ctx.wait = wait
+        _refuse_another_thread_count(ctx)
         ctx.run = Run.create(cfg, root)
+        dataset = ctx.dataset
         if not ctx.run.stage("dataset.json").exists():  # what export/bench need to rebuild the model
             from ..store import atomic_write_json
             atomic_write_json(ctx.run.stage("dataset.json"), {
@@ -52,12 +46,36 @@ class RunContext:
         return ctx
 
     @classmethod
+    def prepare(cls, cfg: RunConfig, root=None, device="cpu", progress: Callable[[str], None] = print,
+                dataset: Dataset | None = None, check: Callable | None = None) -> "RunContext":
+        """Validate, load the data, build the model once and run the procedure's own `check(ctx,
+        model)`, writing nothing: every refusal the config allows happens here (a sweep's preflight
+        calls it for every run). ctx.run names the run's directory, which may not exist yet."""
+        cfg = validate(cfg)
+        if dataset is None:
+            dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
+                                   seed=derive_seed(cfg.seed, "validation-split"), standardize=cfg.data.standardize)
+        ctx = cls(cfg, None, dataset, torch.device(device), progress)
+        model = ctx.new_model(("init",))  # refuse a model/data mismatch
+        ctx.total_steps  # refuse a zero-length training
+        ctx.prunable(model)  # refuse --keep-layers naming missing layers
+        ctx.checkpoint_cadence  # refuse a bad --checkpoint-every
+        ctx.run = Run(Run.path_for(cfg, root))
+        if check:
+            check(ctx, model)
+        return ctx
+
+    def lock(self):
+        """The run's lock (see Run.lock), waiting for another process when the context says so."""
+        return self.run.lock(wait=self.wait, progress=self.progress)
+
+    @classmethod
     def attach(cls, run: Run, device="cpu", progress: Callable[[str], None] = print,
                cfg: RunConfig | None = None) -> "RunContext":
         """A context for an existing run directory (or a branch's, with its own `cfg`)."""
         cfg = validate(cfg or run.config())
         dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
-                               seed=derive_seed(cfg.seed, "validation-split"))
+                               seed=derive_seed(cfg.seed, "validation-split"), standardize=cfg.data.standardize)
         return cls(cfg, run, dataset, torch.device(device), progress)
 
     @property
@@ -99,8 +117,9 @@ class RunContext:
         """A freshly initialised model; the same tag always gives the same weights."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.cfg.seed, *seed_tag))
-            kw = {"width": width} if width != 1.0 else {}
-            return create_model(self.cfg.model.model, self.dataset.input_shape, self.dataset.num_classes, **kw)
+            m = self.cfg.model
+            return create_model(m.model, self.dataset.input_shape, self.dataset.num_classes, width=width,
+                                init=m.init, bn_init=m.bn_init)
 
     def generator(self, *tags) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.cfg.seed, *tags))
@@ -114,6 +133,11 @@ class RunContext:
         from ..sparse.distributions import layer_densities
         return layer_densities(budget, model, names, density, vgg_style=self.cfg.model.model.startswith("vgg"), **kw)
 
+    @property
+    def checkpoint_cadence(self) -> tuple[int, float]:
+        """(steps, seconds) between checkpoints from --checkpoint-every; (0, 0): every epoch."""
+        return parse_checkpoint_every(self.cfg.train.checkpoint_every, self.steps_per_epoch)
+
     def save_once(self, obj, name: str) -> Path:
         path = self.run.stage(name)
         if not path.exists():
@@ -125,13 +149,25 @@ class RunContext:
         """A training stage on the clean data, or on the mask-finding data when `finding`."""
         data = self.finding_dataset if finding else self.dataset
         order = derive_seed(self.cfg.seed, "data-order") if order_seed is None else order_seed
+        kw.setdefault("checkpoint_every", self.checkpoint_cadence[0])
+        kw.setdefault("checkpoint_seconds", self.checkpoint_cadence[1])
         return Stage(dir=self.run.stage(rel), model=model, dataset=data, train=self.train_in_steps(),
                      batch_size=self.cfg.data.batch_size, order_seed=order,
-                     start=start, end=end, masks=masks, device=self.device,
+                     start=start, end=end, masks=masks, device=self.device, shuffle=self.cfg.data.shuffle,
                      progress=throttled(self.progress, label), **kw)
 
     def label(self, text: str) -> str:
         return f"[seed {self.cfg.seed}] {text}"
+
+
+def _refuse_another_thread_count(ctx: RunContext) -> None:
+    """A run with something left to compute (resumed, or extended by --levels) continues under the
+    thread count it was begun with (store.check_threads); a finished one just shows its results."""
+    from ..launch.sweep import finished_state  # lazy: the sweep module runs procedures
+    from ..store import check_threads
+    path = ctx.run.path
+    if (path / "config.json").exists() and finished_state(path, ctx.cfg) is None:
+        check_threads(path)
 
 
 def throttled(progress: Callable[[str], None], label: str, every: float = 10.0) -> Callable[[str], None]:

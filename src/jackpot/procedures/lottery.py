@@ -6,12 +6,31 @@ Run directory:
     level_00/ticket/             dense training, 0 -> T (saves rewind.pt at step k)
     level_LL/mask.pt             the level's mask: magnitude pruning of level LL-1's trained ticket
     level_LL/ticket/             the ticket, retrained k -> T (see --retrain)
-    level_LL/reinit/             same mask, fresh random initialisation (trained over the ticket's
-                                 own steps k -> T, with its LR schedule and data order)
+    level_LL/reinit/             same mask, fresh random initialisation (see "Controls" below)
     level_LL/random/             random mask with the ticket's per-layer counts, same start weights
     level_LL/clean/              with --corrupt: the ticket trained on clean data (the ticket arm
                                  itself, which finds the next mask, trains on the corrupted data)
-Each stage is skipped when its done.json exists, so re-running resumes and --levels extends.
+    level_LL/ticket/rank_weights.pt  with --rank-at: the ticket's weights at that step, which
+                                 rank the next level's mask instead of the trained weights
+Each stage is skipped when finished (done.json, and the files it vouches for, in place), so
+re-running resumes, recomputes a damaged stage, and --levels extends.
+
+Choosing each level's mask (--scope, --prune-schedule, --rounding, --rank-at):
+  geometric  level L removes --fraction of the weights still active (Frankle & Carbin; OpenLTH);
+  linear     level L has sparsity L x --fraction of each group's full size (the MNIST-1D notebook's
+             np.linspace(0, 1, 100) is --fraction 0.010101010101 = 1/99: level 91 is its 8.1%);
+  groups     layerwise (each tensor), layerwise-joint (a layer's weight and bias ranked together,
+             the notebook's flattened per-layer vector) or global (one pool);
+  rounding   nearest keeps round(d n); floor-drop drops int(p n) (notebook); ceil-drop drops
+             ceil(p n); openlth drops ceil(p R) + 1 with R counting the dense layers too (OpenLTH's
+             sparse_global, exactly).
+A schedule that prunes a layerwise group to zero by the last level is refused before anything runs.
+The random-mask arm draws a fresh mask every level with the ticket's per-layer counts (not nested
+in the previous level's, except under lr-rewind/finetune: see Controls; with layerwise-joint, one
+draw over each layer's weight and bias together, as the notebook's random criterion on the
+flattened layer); --random-init own trains it
+from its own initialisation, fixed over levels (the notebook's random trial), instead of the
+ticket's start weights.
 
 Retraining (--retrain), after level L's mask is found on level L-1's trained ticket:
   rewind     weights rewound to step k (initialisation when k = 0), LR schedule and data order
@@ -19,6 +38,17 @@ Retraining (--retrain), after level L's mask is found on level L-1's trained tic
   lr-rewind  trained weights kept, LR schedule replayed from step k (Renda et al. 2020);
   finetune   trained weights kept, T - k steps at the final learning rate (Renda et al. 2020).
 Optimizer state always starts fresh (momentum is not rewound).
+
+Controls: each trains as the network it stands for would.
+  reinit     with --retrain rewind: over the ticket's own steps k -> T, with its LR schedule and data
+             order; with lr-rewind or finetune (which keep *trained* weights) its fresh weights train
+             as a fresh network does: 0 -> T with the full LR schedule (a fresh init at the final LR,
+             or replayed from k, stays near chance and says nothing about the mask);
+  random     the ticket's start weights and training span; with --retrain rewind its positions are
+             uniform over each layer; with lr-rewind or finetune they are drawn among the weights
+             level L-1's trained network still has: random pruning of the very network the ticket
+             prunes by magnitude (only the choice of positions differs), and no kept weight starts
+             at a zero pruned at an earlier level.
 """
 from __future__ import annotations
 
@@ -30,13 +60,15 @@ import torch
 from ..config import RunConfig, parse_layer_map, split_list
 from ..errors import JackpotError
 from ..sparse import Masks, prune, scores_magnitude
-from ..sparse.prunable import check_layer_names, output_layer
-from ..sparse.pruning import keep_top
-from ..store import Run, safe_torch_load
+from ..sparse.prunable import check_layer_names, layer_of, output_layer, weight_layers
+from ..sparse.pruning import keep_top, kept_count, prune_groups
+from ..store import Run, load_weights, safe_torch_load
 from ..train import lr_at, train_stage
+from ..train.loop import is_done
 from .context import RunContext, report_stage
 
 ARMS = ("ticket", "reinit", "random")
+RANK_SNAPSHOT = "rank_weights.pt"  # with --rank-at: the ticket's weights at that step
 
 
 def level_dir(run: Run, level: int) -> Path:
@@ -44,10 +76,10 @@ def level_dir(run: Run, level: int) -> Path:
 
 
 def run_lottery(cfg: RunConfig, root=None, device: str | torch.device = "cpu",
-                progress=print, dataset=None) -> Run:
-    ctx = RunContext.open(cfg, root, device, progress, dataset, check=_check)
+                progress=print, dataset=None, wait=False) -> Run:
+    ctx = RunContext.open(cfg, root, device, progress, dataset, check=_check, wait=wait)
     total, rewind = ctx.total_steps, ctx.steps(cfg.lottery.rewind)
-    with ctx.run.lock():
+    with ctx.lock():
         model = ctx.new_model(("init",))
         ctx.save_once(model.state_dict(), "init.pt")
         masks = Masks.ones_for(model, ctx.prunable(model))
@@ -68,19 +100,76 @@ def _check(ctx: RunContext, model) -> None:
         raise JackpotError(f"--rewind {cfg.lottery.rewind} ({rewind} steps) is not before the end of "
                            f"training ({total} steps)")
     check_layer_names(model, parse_layer_map(cfg.prune.layer_fractions, "--layer-fractions"))
+    if cfg.prune.rank_at:
+        rank = ctx.steps(cfg.prune.rank_at)
+        if not rewind < rank <= total:
+            raise JackpotError(f"--rank-at {cfg.prune.rank_at} ({rank} steps) must lie after the rewind point "
+                               f"({rewind}) and no later than the end of training ({total})")
+    if cfg.prune.scope == "layerwise-joint" and not cfg.masks.include_bias:
+        raise JackpotError("--scope layerwise-joint ranks each layer's weight and bias together: add --include-bias")
+    _planned_collapse(ctx, model)
+    if cfg.lottery.random_init == "own" and (rewind > 0 or cfg.lottery.retrain != "rewind"):
+        raise JackpotError("--random-init own gives the random-mask arm its own initialisation: it needs "
+                           "--rewind 0it and --retrain rewind")
+
+
+def _dense_weights(model: torch.nn.Module, masks: Masks) -> int:
+    """Weights of conv/linear layers the masks leave out (--keep-output...): OpenLTH's rounding
+    counts them among the remaining weights."""
+    params = dict(model.named_parameters())
+    return sum(params[f"{layer}.weight" if layer else "weight"].numel() for layer in weight_layers(model)
+               if (f"{layer}.weight" if layer else "weight") not in masks)
+
+
+def _planned_collapse(ctx: RunContext, model: torch.nn.Module) -> None:
+    """Refuse up front a schedule that prunes some group to zero weights by its last level: the
+    counts of layerwise groups follow from their sizes alone (global pools and budgets depend on
+    the weights, so they are checked when each level's mask is made)."""
+    p, lot = ctx.cfg.prune, ctx.cfg.lottery
+    if lot.budget or p.scope == "global":
+        return
+    rates = parse_layer_map(p.layer_fractions, "--layer-fractions")
+    if p.output_fraction is not None:
+        rates.setdefault(output_layer(model), p.output_fraction)
+    names = ctx.prunable(model)
+    params = dict(model.named_parameters())
+    groups, group_rates = prune_groups(names, p.fraction, p.scope, rates)
+    for key, members in groups.items():
+        size = sum(params[n].numel() for n in members)
+        active = size
+        for level in range(1, lot.levels + 1):
+            active = kept_count(active, size, group_rates[key], p.rounding, p.prune_schedule, level)
+            if active == 0:
+                raise JackpotError(f"level {level} would prune {', '.join(members)} to zero weights; stop at "
+                                   f"fewer --levels (at most {level - 1}), lower --fraction, or keep that layer "
+                                   "dense (--keep-layers)")
 
 
 def _trained_ticket(ctx: RunContext, level: int) -> torch.nn.Module:
-    model = ctx.new_model(("init",))
-    model.load_state_dict(safe_torch_load(level_dir(ctx.run, level) / "ticket" / "final.pt", "trained weights"))
-    return model
+    return load_weights(ctx.new_model(("init",)), level_dir(ctx.run, level) / "ticket" / "final.pt")
+
+
+def ranking_weights(ctx: RunContext, level: int) -> torch.nn.Module:
+    """The weights whose magnitudes choose level+1's mask: the trained ticket, or its snapshot at
+    --rank-at (the MNIST-1D notebook prunes by the step-1000 checkpoint of a 1501-step run)."""
+    snapshot = level_dir(ctx.run, level) / "ticket" / RANK_SNAPSHOT
+    if not ctx.cfg.prune.rank_at or ctx.steps(ctx.cfg.prune.rank_at) >= ctx.total_steps:
+        return _trained_ticket(ctx, level)
+    return load_weights(ctx.new_model(("init",)), snapshot, "ranking weights")
+
+
+def level_density(prune_cfg, level: int) -> float:
+    """Nominal density of the prunable set at `level` under the level schedule."""
+    if prune_cfg.prune_schedule == "linear":
+        return max(0.0, 1.0 - level * prune_cfg.fraction)
+    return (1.0 - prune_cfg.fraction) ** level
 
 
 def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
     path = level_dir(ctx.run, level) / "mask.pt"
     if path.exists():
         return Masks.load(path)
-    trained = _trained_ticket(ctx, level - 1)
+    trained = ranking_weights(ctx, level - 1)
     scores = scores_magnitude(trained, previous)
     p, budget = ctx.cfg.prune, ctx.cfg.lottery.budget
     if p.score == "magnitude-init-normalized":
@@ -88,7 +177,7 @@ def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
         scores = {n: s / max(float(init[n].float().std()), 1e-12) for n, s in scores.items()}
     if budget:  # hybrid tickets: per-layer counts from the budget, positions by magnitude
         from ..sparse.distributions import counts_from_densities
-        density = (1.0 - p.fraction) ** level
+        density = level_density(p, level)
         counts = counts_from_densities(ctx.layer_densities(budget, trained, list(previous), density),
                                        {n: m.shape for n, m in previous.items()})
         masks = keep_top(scores, previous, {n: min(c, int(previous[n].sum())) for n, c in counts.items()})
@@ -96,7 +185,8 @@ def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
         rates = parse_layer_map(p.layer_fractions, "--layer-fractions")
         if p.output_fraction is not None:
             rates.setdefault(output_layer(trained), p.output_fraction)
-        masks = prune(scores, previous, p.fraction, p.scope, rates)
+        masks = prune(scores, previous, p.fraction, p.scope, rates, rounding=p.rounding,
+                      schedule=p.prune_schedule, level=level, ignored=_dense_weights(trained, previous))
     dead = [n for n, c in masks.layer_counts().items() if c == 0]
     if dead:  # a disconnected network is no ticket: stop before training it
         raise JackpotError(f"level {level} would prune {', '.join(dead)} to zero weights; stop at fewer "
@@ -108,29 +198,61 @@ def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
 def _start_weights(ctx: RunContext, arm: str, level: int, rewind: int) -> dict:
     if arm == "reinit":
         return ctx.new_model(("reinit", level)).state_dict()
-    if ctx.cfg.lottery.retrain in ("lr-rewind", "finetune"):
+    if arm == "random" and ctx.cfg.lottery.random_init == "own":
+        return ctx.new_model(("random-arm-init",)).state_dict()
+    if keeps_trained_weights(ctx.cfg.lottery.retrain):
         return _trained_ticket(ctx, level - 1).state_dict()
     return safe_torch_load(ctx.run.stage("rewind.pt" if rewind > 0 else "init.pt"), "rewind weights")
 
 
+def keeps_trained_weights(retrain: str) -> bool:
+    """lr-rewind and finetune retrain the pruned *trained* network (rewind rewinds its weights)."""
+    return retrain in ("lr-rewind", "finetune")
+
+
+def arm_span(ctx: RunContext, arm: str, total: int, rewind: int) -> tuple[int, float | None]:
+    """(first step, fixed learning rate or None) of a pruned level's arm (see "Controls" above):
+    fresh weights under a mode that keeps trained weights train 0 -> T with the full schedule."""
+    retrain = ctx.cfg.lottery.retrain
+    if arm == "reinit" and keeps_trained_weights(retrain):
+        return 0, None
+    fixed = lr_at(total - 1, total, ctx.cfg.train, ctx.steps_per_epoch) if retrain == "finetune" else None
+    return rewind, fixed
+
+
+def _random_arm_mask(ctx: RunContext, level: int, ticket: Masks) -> Masks:
+    g = ctx.generator("random-mask", level)
+    if ctx.cfg.prune.scope == "layerwise-joint" and not keeps_trained_weights(ctx.cfg.lottery.retrain):
+        layers: dict[str, list[str]] = {}
+        for n in ticket:  # a layer's weight and bias drawn together, as the ticket was ranked
+            layers.setdefault(layer_of(n), []).append(n)
+        return ticket.random_in_groups(g, list(layers.values()))
+    if not keeps_trained_weights(ctx.cfg.lottery.retrain) or level == 1:
+        return ticket.random_like(g)  # level 1 prunes a dense network: the same draw either way
+    return ticket.random_like(g, within=Masks.load(level_dir(ctx.run, level - 1) / "mask.pt"))
+
+
 def _train_arm(ctx: RunContext, level: int, arm: str, masks: Masks, total: int, rewind: int) -> None:
     rel = f"level_{level:02d}/{arm}"
-    if (ctx.run.stage(rel) / "done.json").exists():
+    if is_done(ctx.run.stage(rel)):  # done.json and the files it vouches for (else recomputed)
         return
     model = ctx.new_model(("init",))
     at_step, start, fixed_lr = {}, 0, None
+    outputs = []  # what at_step saves: the stage vouches for it (lost, the stage is recomputed)
+    if arm == "ticket" and ctx.cfg.prune.rank_at:  # the snapshot the next level's mask is ranked by
+        at_step[ctx.steps(ctx.cfg.prune.rank_at)] = lambda m: ctx.save_once(m.state_dict(), f"{rel}/{RANK_SNAPSHOT}")
+        outputs.append(ctx.run.stage(rel, RANK_SNAPSHOT))
     if level == 0:
         if rewind > 0:
             at_step[rewind] = lambda m: ctx.save_once(m.state_dict(), "rewind.pt")
+            outputs.append(ctx.run.stage("rewind.pt"))
     else:
-        start = rewind
         model.load_state_dict(_start_weights(ctx, arm, level, rewind))
-        if ctx.cfg.lottery.retrain == "finetune":
-            fixed_lr = lr_at(total - 1, total, ctx.cfg.train, ctx.steps_per_epoch)
+        start, fixed_lr = arm_span(ctx, arm, total, rewind)
     if arm == "random":
-        masks = masks.random_like(ctx.generator("random-mask", level))
+        masks = _random_arm_mask(ctx, level, masks)
     label = ctx.label(f"level {level}/{ctx.cfg.lottery.levels} {arm:<6} {100 * masks.density():5.1f}% weights")
     t0 = time.perf_counter()
     record = train_stage(ctx.stage(rel, model, masks, start, total, label, finding=(arm == "ticket"),
-                                   at_step=at_step, fixed_lr=fixed_lr))
+                                   at_step=at_step, fixed_lr=fixed_lr, outputs=outputs))
     report_stage(ctx, label, record, time.perf_counter() - t0)

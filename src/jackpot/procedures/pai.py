@@ -45,26 +45,40 @@ def score_options(ctx: RunContext, model: torch.nn.Module) -> dict:
             "init_scale": {n: float(params[n].detach().float().std()) for n in ctx.prunable(model)}}
 
 
+def check_budget(ctx: RunContext, model: torch.nn.Module) -> dict[str, float] | None:
+    """The refusals of a budget that need no scores (a sweep's preflight runs them for every run):
+    options that do not go together, an impossible custom budget, a layer a fixed budget empties.
+    Returns the per-layer densities of a fixed budget, None for the global one."""
+    p = ctx.cfg.pai
+    if p.budget == "global":
+        if p.min_layer_density or p.layer_densities:
+            raise JackpotError("--min-layer-density and --layer-densities fix per-layer counts: use them with a "
+                               "budget (uniform, erk, custom...), not --budget global")
+        return None
+    if p.rounds != 1:
+        raise JackpotError("--rounds > 1 needs --budget global (a fixed budget fixes each layer's count)")
+    names = ctx.prunable(model)
+    custom = parse_layer_map(p.layer_densities, "--layer-densities") or None
+    densities = ctx.layer_densities(p.budget, model, names, p.density, custom=custom,
+                                    min_density=p.min_layer_density)
+    params = dict(model.named_parameters())
+    check_collapse(counts_from_densities(densities, {n: params[n].shape for n in names}), allow=p.allow_collapse)
+    return densities
+
+
 def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
     """The mask a prune-at-init config gives on `model`, and its budget report."""
     p = ctx.cfg.pai
+    densities = check_budget(ctx, model)
     names = ctx.prunable(model)
     full = Masks.ones_for(model, names)
     opts = {**score_options(ctx, model), "invert": p.invert}
     batches = scoring_batches(ctx)
-    if p.budget == "global" and (p.min_layer_density or p.layer_densities):
-        raise JackpotError("--min-layer-density and --layer-densities fix per-layer counts: use them with a "
-                           "budget (uniform, erk, custom...), not --budget global")
-    if p.budget == "global":
+    if densities is None:
         masks = iterative_prune(p.score, model, full, batches, p.density, p.rounds, p.round_schedule,
                                 scope="global", **opts)
         densities = {n: float(m.float().mean()) for n, m in masks.items()}
     else:
-        if p.rounds != 1:
-            raise JackpotError("--rounds > 1 needs --budget global (a fixed budget fixes each layer's count)")
-        custom = parse_layer_map(p.layer_densities, "--layer-densities") or None
-        densities = ctx.layer_densities(p.budget, model, names, p.density, custom=custom,
-                                    min_density=p.min_layer_density)
         counts = counts_from_densities(densities, {n: m.shape for n, m in full.items()})
         scores = compute_scores(p.score, model, full, batches, **opts)
         masks = keep_top(scores, full, counts)
@@ -72,17 +86,24 @@ def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
     return masks, budget_report(model, names, densities, target=p.density)
 
 
-def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=None) -> Run:
-    ctx = RunContext.open(cfg, root, device, progress, dataset)
+def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=None, wait=False) -> Run:
+    found = {}
+
+    def find_mask(ctx: RunContext, model: torch.nn.Module) -> None:
+        # before the run directory exists, so a layer collapse leaves nothing behind; kept for below
+        if not ctx.run.stage("mask.pt").exists():
+            found["mask"] = pai_masks(ctx, model)
+
+    ctx = RunContext.open(cfg, root, device, progress, dataset, check=find_mask, wait=wait)
     total = ctx.total_steps
-    with ctx.run.lock():
+    with ctx.lock():
         model = ctx.new_model(("init",))
         ctx.save_once(model.state_dict(), "init.pt")
         mask_path = ctx.run.stage("mask.pt")
         if mask_path.exists():
             masks = Masks.load(mask_path)
         else:
-            masks, report = pai_masks(ctx, model)
+            masks, report = found.pop("mask", None) or pai_masks(ctx, model)  # the same mask either way
             atomic_write_json(ctx.run.stage("budget.json"), report)
             masks.save(mask_path)
         p = cfg.pai

@@ -15,8 +15,8 @@ import torch
 
 from ..config import RunConfig, split_list
 from ..errors import JackpotError
-from ..flops import inference_flops, layer_flops, model_size_bits, training_flops
-from ..sparse import Masks, keep_count
+from ..flops import TrainingFlopsMeter, examples_at, inference_flops, model_size_bits
+from ..sparse import Masks
 from ..sparse.dst import METHODS as DST_METHODS, UpdateSchedule, make_method
 from ..sparse.gmp import GradualMagnitude
 from ..store import Run, atomic_write_json
@@ -47,32 +47,53 @@ def initial_masks(ctx: RunContext, model: torch.nn.Module) -> Masks:
     return random_masks(model, names, densities, ctx.generator("initial-mask"))
 
 
-def run_sparse(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=None) -> Run:
+def check(ctx: RunContext, model: torch.nn.Module) -> float:
+    """Every refusal the config allows, made before the run directory exists (and by a sweep's
+    preflight): the budget fits the model, the schedule leaves a mask update. Returns the width
+    (small-dense: the one matching the sparse parameter count; else 1)."""
+    s = ctx.cfg.sparse
+    _, total = extended_train(ctx)
+    if s.method == "small-dense":
+        return _small_dense_width(ctx)
+    if s.method != "dense":
+        ctx.layer_densities(s.distribution, model, ctx.prunable(model), s.density)
+        _callback(ctx, total)
+    return 1.0
+
+
+def run_sparse(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=None, wait=False) -> Run:
     s = cfg.sparse
-    ctx = RunContext.open(cfg, root, device, progress, dataset)
+    found = {}
+    ctx = RunContext.open(cfg, root, device, progress, dataset, wait=wait,
+                          check=lambda ctx, model: found.update(width=check(ctx, model)))
     train_cfg, total = extended_train(ctx)
     ctx.cfg = replace(ctx.cfg, train=train_cfg)
-    with ctx.run.lock():
-        width = _small_dense_width(ctx) if s.method == "small-dense" else 1.0
+    with ctx.lock():
+        width = found["width"]
         model = ctx.new_model(("init",), width=width)
         ctx.save_once(model.state_dict(), "init.pt")
         masks, callbacks = None, []
         if s.method not in ("dense", "small-dense"):
             masks = Masks.ones_for(model, ctx.prunable(model)) if s.method == "gmp" else initial_masks(ctx, model)
             ctx.save_once(dict(masks), "mask_init.pt")
-            callbacks = [_callback(ctx, total)]
+            callbacks = [_callback(ctx, total, init_values={n: p.detach() for n, p in model.named_parameters()
+                                                            if n in masks})]
+        # after the mask callback: it charges each step for the masks its forward really used
+        callbacks.append(TrainingFlopsMeter(model, ctx.dataset.input_shape, ctx.dataset.num_train,
+                                            cfg.data.batch_size, getattr(callbacks[0], "dense_gradient_at", None)
+                                            if callbacks else None))
         label = ctx.label(f"{s.method} density {s.density:g}")
         t0 = time.perf_counter()
         record = train_stage(ctx.stage("train", model, masks, 0, total, label, callbacks=callbacks))
         report_stage(ctx, label, record, time.perf_counter() - t0)
-        summary = _summary(ctx, model, total, width)
+        summary = _summary(ctx, model, total, width, record)
         atomic_write_json(ctx.run.stage("summary.json"), {**summary, "final": record["final"],
                                                           "best": record["best"]})
         progress(f"done: {ctx.run.path}")
     return ctx.run
 
 
-def _callback(ctx: RunContext, total: int):
+def _callback(ctx: RunContext, total: int, init_values: dict | None = None):
     s = ctx.cfg.sparse
     t_end = int(s.t_end * total)
     if s.method == "gmp":
@@ -83,7 +104,8 @@ def _callback(ctx: RunContext, total: int):
         raise JackpotError(f"--t-end {s.t_end} of {total} steps leaves no mask update at --delta-t {s.delta_t}")
     schedule = UpdateSchedule(delta_t=s.delta_t, alpha=s.alpha, t_end=t_end, kind=s.drop_schedule)
     return make_method(s.method, schedule, grow_init=s.grow_init, skip_step=s.skip_step,
-                       grad_accumulation=s.grad_accumulation, seed=ctx.cfg.seed)
+                       grad_accumulation=s.grad_accumulation, seed=ctx.cfg.seed,
+                       weight_init=ctx.cfg.model.init, init_values=init_values)
 
 
 def _small_dense_width(ctx: RunContext) -> float:
@@ -99,34 +121,29 @@ def _small_dense_width(ctx: RunContext) -> float:
     return width_for_params(ctx.cfg.model.model, ctx.dataset.input_shape, ctx.dataset.num_classes, target)
 
 
-def _summary(ctx: RunContext, model: torch.nn.Module, total: int, width: float) -> dict:
-    """Inference and training FLOPs (RigL appendix H) and model size, as ratios to dense."""
-    s, shape, batch = ctx.cfg.sparse, ctx.dataset.input_shape, ctx.cfg.data.batch_size
+def _summary(ctx: RunContext, model: torch.nn.Module, total: int, width: float, record: dict) -> dict:
+    """Inference FLOPs and model size as ratios to dense; training FLOPs of the steps that really
+    ran (TrainingFlopsMeter, RigL appendix H step by step) against a dense run of the same length."""
+    s, shape, ds = ctx.cfg.sparse, ctx.dataset.input_shape, ctx.dataset
     masks = Masks.load(ctx.run.stage("train", "mask.pt")) if ctx.run.stage("train", "mask.pt").exists() else None
     dense_model = ctx.new_model(("init",))
     f_dense = inference_flops(dense_model, shape)["dense"]
     f_sparse = inference_flops(model, shape, masks)["sparse"]
-    # DSR trains sparse throughout like SET (3 f_S per example; f_S of its final, drifted mask)
-    method = {"dsr": "set"}.get(s.method, s.method)
-    schedule = None
-    if s.method == "gmp":
-        rows = layer_flops(dense_model, shape)
-        gmp = _callback(ctx, total)
-        masked = {n.rpartition(".")[0] for n in masks} if masks else set()
-
-        def f_at(step: int) -> float:
-            d = gmp.density_at(step)
-            return sum(2 * (keep_count(d, r["params"]) if r["name"] in masked else r["params"]) * r["positions"]
-                       for r in rows)
-        schedule = f_at
-    train_flops = training_flops(method, f_dense, f_sparse, total, batch, delta_t=s.delta_t,
-                                 density_schedule=schedule)
-    dense_train = training_flops("dense", f_dense, f_dense, round(total / s.extend), batch)
+    if "train_flops" not in record:
+        raise JackpotError(f"{ctx.run.stage('train')} was trained by an older jackpot that did not count "
+                           "training FLOPs step by step; move it away and re-run to retrain it")
+    train_flops = record["train_flops"]
+    dense_examples = sum(examples_at(t, ds.num_train, ctx.cfg.data.batch_size) for t in range(round(total / s.extend)))
+    dense_train = 3 * f_dense * dense_examples
     size = model_size_bits(model, masks)
-    return {"method": s.method, "density": masks.density() if masks else 1.0, "width": width,
+    density = masks.density() if masks else 1.0
+    if s.method == "small-dense":  # its weights as a fraction of the full model's prunable weights
+        full, small = dict(dense_model.named_parameters()), dict(model.named_parameters())
+        names = ctx.prunable(dense_model)
+        density = sum(small[n].numel() for n in names) / sum(full[n].numel() for n in names)
+    return {"method": s.method, "density": density, "width": width,
             "inference_flops": f_sparse, "inference_flops_dense": f_dense,
             "inference_flops_ratio": f_sparse / f_dense, "train_flops": train_flops,
             "train_flops_ratio": train_flops / dense_train, "size_bits": size["sparse"],
             "size_ratio": size["sparse"] / model_size_bits(dense_model)["dense"], "steps": total,
             "layers": masks.report() if masks else []}
-

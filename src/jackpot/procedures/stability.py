@@ -17,7 +17,7 @@ import torch
 from ..config import derive_seed
 from ..errors import JackpotError
 from ..sparse import Masks
-from ..store import Run, atomic_write_json, read_json, safe_torch_load
+from ..store import Run, atomic_write_json, check_threads, read_json, safe_torch_load
 from ..train import train_stage
 from ..train.loop import evaluate
 from .context import RunContext
@@ -47,8 +47,14 @@ def run_stability(run: Run, levels: list[int], rewinds: list[str], alphas: int =
         raise JackpotError("stability analysis runs on a lottery run")
     if alphas < 2:
         raise JackpotError(f"--alphas must be at least 2, got {alphas}")
+    if not ctx.cfg.data.shuffle:  # both copies would see the same batches and end identical
+        raise JackpotError(f"run {run.path.name} trains with --no-shuffle: every copy takes the batches in "
+                           "the same order, so there is no SGD noise to measure; stability needs a shuffled run")
     total = ctx.total_steps
     results = []
+    if any(not (run.path / "stability" / f"level_{level:02d}-k{ctx.steps(text)}" / "result.json").exists()
+           for level in levels for text in rewinds):
+        check_threads(run.path)  # the replay to step k must give the run's own weights
     with Run(run.path / "stability").lock():
         for level in levels:
             masks = _level_masks(ctx, level)

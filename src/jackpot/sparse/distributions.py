@@ -84,7 +84,7 @@ def _smart_ratio(free, rest, info):
     few weights). Clipped overflow goes to the following layers in order (authors' code) or, with
     redistribute="proportional", is re-solved over the unclipped layers like ERK.
     A network without conv layers (an MLP) has nothing to scale against the fixed linear ratio, so
-    there every layer follows the formula (our extension; documented in the README)."""
+    there every layer follows the formula (our extension; README section "Pruning at initialisation")."""
     sizes, kinds, pos, L = info["sizes"], info["kinds"], info["positions"], info["num_layers"]
     has_conv = any(k != "linear" for k in kinds.values())
     lin = [n for n in free if kinds[n] == "linear"] if has_conv else []

@@ -28,6 +28,7 @@ import torch
 
 from ..config import derive_seed
 from ..errors import JackpotError
+from ..models.init import sample_init
 from .masks import Masks
 from .sparsifier import Sparsifier
 
@@ -82,17 +83,25 @@ class DropGrow:
     stat_decay = 0.9
 
     def __init__(self, schedule: UpdateSchedule, grow_init: str = "zero", skip_step: bool = False,
-                 grad_accumulation: int = 1, seed: int = 0):
+                 grad_accumulation: int = 1, seed: int = 0, weight_init: str = "default",
+                 init_values: dict[str, torch.Tensor] | None = None):
         if grad_accumulation < 1:
             raise JackpotError(f"--grad-accumulation must be >= 1, got {grad_accumulation}")
         self.schedule = schedule
         self.grow_init = grow_init
+        self.weight_init = weight_init  # the model's --init: grown weights redraw from it
+        # with the architecture's own init (--init default): each layer's initial values, which
+        # grown weights are redrawn from (PyTorch's uniform for MLPs, kaiming-normal for ResNets...)
+        self.init_values = {n: v.detach().flatten().cpu() for n, v in (init_values or {}).items()}
         self.skip_step = skip_step
         self.grad_accumulation = grad_accumulation
         self.seed = seed
         self.stats: dict[str, torch.Tensor] = {}
         self.grad_sum: dict[str, torch.Tensor] = {}
         self.history: list[dict] = []
+        # per layer, every position active at some point so far (the union of the masks over time):
+        # how much of the dense network the run has explored
+        self.ever_active: dict[str, torch.Tensor] = {}
 
     # --- method hooks -----------------------------------------------------------------------------
     def drop_score(self, layer: Layer) -> torch.Tensor:
@@ -107,6 +116,19 @@ class DropGrow:
 
     def drop_counts(self, layers: list[Layer], fraction: float) -> dict[str, int]:
         return {l.name: int(math.floor(fraction * int(l.mask.sum()))) for l in layers}
+
+    def dense_gradient_at(self, step: int) -> bool:
+        """Whether `step` computes the dense gradient (for the FLOPs count): SNFS every step; RigL on
+        update steps and the `grad_accumulation - 1` batches before each (see after_backward)."""
+        if self.needs_stat:
+            return True
+        if not self.needs_grad:
+            return False
+        if self.schedule.is_update(step):
+            return True
+        next_update = (step // self.schedule.delta_t + 1) * self.schedule.delta_t
+        return (self.grad_accumulation > 1 and 0 < next_update - step < self.grad_accumulation
+                and next_update < self.schedule.t_end)
 
     # --- training-loop callback ------------------------------------------------------------------
     def after_backward(self, step: int, model: torch.nn.Module, sparsifier: Sparsifier) -> bool:
@@ -163,30 +185,47 @@ class DropGrow:
             grown_new[l.name] = grow & ~l.mask
         sparsifier.set_masks(new)  # zeroes dropped weights and their optimizer state
         for l in layers:
+            seen = self.ever_active.get(l.name)
+            seen = l.mask.clone() if seen is None else seen.to(l.mask.device) | l.mask
+            self.ever_active[l.name] = seen | new[l.name]
+        for l in layers:
             fresh = grown_new[l.name]
             if self.grow_init != "zero" and fresh.any():
                 params[l.name].data[fresh] = self._grow_values(l, int(fresh.sum()))
             sparsifier.zero_state_at(l.name, fresh)
         record = {"step": step, "drop_fraction": fraction, "dropped": sum(n_drop.values()),
                   "grown_new": sum(int(grown_new[l.name].sum()) for l in layers),
-                  "regrown": sum(int((l.mask & ~kept[l.name] & new[l.name]).sum()) for l in layers)}
+                  "regrown": sum(int((l.mask & ~kept[l.name] & new[l.name]).sum()) for l in layers),
+                  "ever_active": sum(int(m.sum()) for m in self.ever_active.values())
+                  / max(1, sum(m.numel() for m in self.ever_active.values()))}
         self.history.append(record)
         return record
 
     def _grow_values(self, layer: Layer, k: int) -> torch.Tensor:
-        if self.grow_init == "init":  # the layer's default init scale: kaiming-uniform bound of a fan-in
+        if self.grow_init == "init" and self.weight_init != "default" and layer.weight.dim() > 1:
+            return sample_init(self.weight_init, layer.weight.shape, k, layer.generator).to(layer.weight)
+        if self.grow_init == "init" and layer.name in self.init_values:  # a draw of the layer's own init
+            pool = self.init_values[layer.name]
+            return pool[torch.randint(pool.numel(), (k,), generator=layer.generator)].to(layer.weight)
+        if self.grow_init == "init":  # no initial values given: PyTorch's kaiming-uniform bound of a fan-in
             fan_in = layer.weight[0].numel() if layer.weight.dim() > 1 else layer.weight.numel()
             bound = 1.0 / math.sqrt(max(1, fan_in))
             return (torch.rand(k, generator=layer.generator) * 2 - 1).mul_(bound).to(layer.weight)
         raise JackpotError(f"unknown --grow-init {self.grow_init!r}; choose zero or init")
 
     def state_dict(self) -> dict:
-        return {"stats": dict(self.stats), "grad_sum": dict(self.grad_sum), "history": list(self.history)}
+        return {"stats": dict(self.stats), "grad_sum": dict(self.grad_sum), "history": list(self.history),
+                "ever_active": dict(self.ever_active)}
 
     def load_state_dict(self, state: dict) -> None:
         self.stats = dict(state.get("stats", {}))
         self.grad_sum = dict(state.get("grad_sum", {}))
         self.history = list(state.get("history", []))
+        self.ever_active = dict(state.get("ever_active", {}))
+
+    def summary(self) -> dict:
+        """Kept in the stage's done.json (the checkpoint holding `history` is deleted at the end)."""
+        return {"mask_updates": list(self.history)}
 
 
 def _top_k(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:

@@ -52,14 +52,28 @@ class Masks(dict):
         return self.keys() == other.keys() and all(
             not bool((m & ~other[n]).any()) for n, m in self.items())
 
-    def random_like(self, generator: torch.Generator) -> "Masks":
-        """Same count per layer, positions drawn uniformly at random."""
+    def random_like(self, generator: torch.Generator, within: "Masks | None" = None) -> "Masks":
+        """Same count per layer, positions drawn uniformly at random (among the positions `within`
+        keeps, when given: a full `within` gives the same draw as none)."""
         out = Masks()
         for n, m in self.items():
             flat = torch.zeros(m.numel(), dtype=torch.bool)
-            flat[torch.randperm(m.numel(), generator=generator)[: int(m.sum())]] = True
+            allowed = torch.arange(m.numel()) if within is None else within[n].flatten().cpu().nonzero().squeeze(1)
+            flat[allowed[torch.randperm(allowed.numel(), generator=generator)[: int(m.sum())]]] = True
             out[n] = flat.view(m.shape).to(m.device)
         return out
+
+    def random_in_groups(self, generator: torch.Generator, groups: list[list[str]]) -> "Masks":
+        """Each group's total count kept, positions drawn uniformly over the group's tensors taken
+        together (the MNIST-1D notebook draws one random mask over a layer's weight and bias)."""
+        out = Masks()
+        for names in groups:
+            sizes = [self[n].numel() for n in names]
+            flat = torch.zeros(sum(sizes), dtype=torch.bool)
+            flat[torch.randperm(flat.numel(), generator=generator)[: sum(int(self[n].sum()) for n in names)]] = True
+            for n, part in zip(names, flat.split(sizes)):
+                out[n] = part.view(self[n].shape).to(self[n].device)
+        return Masks({n: out[n] for n in self})
 
     def to(self, device) -> "Masks":
         return Masks({n: m.to(device) for n, m in self.items()})

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,9 @@ from ..config import TrainConfig, derive_seed
 from ..data.dataset import Dataset
 from ..sparse import Masks, Sparsifier
 from ..launch import ddp
-from ..store import atomic_torch_save, atomic_write_json, is_primary, read_json, safe_torch_load
+from ..errors import JackpotError
+from ..store import (atomic_torch_save, atomic_write_json, atomic_write_text, is_primary, make_dirs, read_json,
+                     safe_torch_load, stage_problem, weights_mismatch)
 from .optim import build_optimizer, lr_at
 
 EVAL_BATCH = 1000
@@ -45,12 +49,17 @@ class Stage:
     # step -> callable(model) run before the update at that step (e.g. save the rewind point)
     at_step: dict[int, Callable[[torch.nn.Module], None]] = field(default_factory=dict)
     progress: Callable[[str], None] | None = None
-    checkpoint_every: int = 0  # steps; 0 = every epoch
+    checkpoint_every: int = 0  # steps; 0 = every epoch (unless checkpoint_seconds is set)
+    checkpoint_seconds: float = 0.0  # > 0: a checkpoint once this much time has passed since the last
+    # files the stage writes besides final.pt and mask.pt (e.g. at_step's rewind point): done.json
+    # vouches for them too, so a lost one makes the stage recompute (and rewrite) it
+    outputs: list[Path] = field(default_factory=list)
     # objects with optional on_step_start(step, model, sparsifier), after_backward(step, model,
     # sparsifier) -> bool (True skips the optimizer step), state_dict()/load_state_dict()
     callbacks: list = field(default_factory=list)
     fixed_lr: float | None = None  # fine-tuning: one learning rate throughout
     schedule_end: int | None = None  # the step the LR schedule is laid out to (default: end)
+    shuffle: bool = True  # False: every epoch takes the batches in the stored order
 
     @property
     def steps_per_epoch(self) -> int:
@@ -58,17 +67,43 @@ class Stage:
 
 
 def is_done(stage_dir: Path) -> bool:
-    return (Path(stage_dir) / "done.json").exists()
+    """Finished, with the files done.json vouches for in place (jackpot.store.stage_problem)."""
+    return stage_problem(stage_dir) is None
+
+
+def _finished_problem(stage: Stage) -> str | None:
+    """stage_problem, then the files themselves: they load and fit the stage's model and masks."""
+    d = Path(stage.dir)
+    problem = stage_problem(d)
+    if problem:
+        return problem
+    try:
+        mismatch = weights_mismatch(stage.model, safe_torch_load(d / "final.pt"))
+        if mismatch:
+            return f"final.pt {mismatch}"
+        if stage.masks is not None:
+            Masks.load(d / "mask.pt").check_against(stage.model)
+    except JackpotError as e:
+        return str(e).split(";")[0]
+    return None
 
 
 def train_stage(stage: Stage) -> dict:
-    """Train (or resume, or skip when finished) and return the stage's done.json record."""
+    """Train (or resume, or skip when finished) and return the stage's done.json record. A stage
+    whose done.json vouches for files that are missing, damaged or do not fit is recomputed."""
     d = Path(stage.dir)
-    if is_done(d):
-        return read_json(d / "done.json", "stage record")
     primary = is_primary()
+    problem = _finished_problem(stage)
+    if problem is None:
+        return read_json(d / "done.json", "stage record")
+    if (d / "done.json").exists() and primary:  # recompute it from the start, outputs included
+        print(f"jackpot: warning: stage {d} is not whole ({problem}); recomputing it", file=sys.stderr)
+        for path in [d / "done.json", d / "checkpoint.pt", *map(Path, stage.outputs)]:
+            if path.exists():
+                path.unlink()
+    ddp.barrier()  # every rank decides on resuming after that clean-up
     if primary:
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)
     model = stage.model.to(stage.device)
     sparsifier = Sparsifier(model, stage.masks) if stage.masks is not None else None
     optimizer = build_optimizer(model.parameters(), stage.train)
@@ -82,15 +117,21 @@ def train_stage(stage: Stage) -> dict:
     step = stage.start
     metrics_path = d / "metrics.jsonl"
     ckpt_path = d / "checkpoint.pt"
+    running = []  # this epoch's training losses so far (a checkpoint may fall mid-epoch)
     if ckpt_path.exists():
         ckpt = safe_torch_load(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if sparsifier:
-            sparsifier.set_masks(Masks(ckpt["masks"]))
-        step = int(ckpt["step"])
-        for cb, state in zip(callbacks, ckpt.get("callbacks", [])):
-            cb.load_state_dict(state)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if sparsifier:
+                sparsifier.set_masks(Masks(ckpt["masks"]))
+            step = int(ckpt["step"])
+            for cb, state in zip(callbacks, ckpt.get("callbacks", [])):
+                cb.load_state_dict(state)
+            running = list(ckpt.get("running", torch.empty(0)).to(stage.device).unbind(0))
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise JackpotError(f"corrupt checkpoint {ckpt_path} (does not fit this stage: {type(e).__name__}); "
+                               "move it away and re-run to restart that stage") from None
         if primary:
             _truncate_metrics(metrics_path, step)
     elif metrics_path.exists() and primary:
@@ -99,12 +140,11 @@ def train_stage(stage: Stage) -> dict:
     data = _Batches(stage, step)
     log = _MetricsLog(metrics_path if primary else None)
     spe = stage.steps_per_epoch
-    every = stage.checkpoint_every or spe
-    t0 = time.perf_counter()
+    every = stage.checkpoint_every or (0 if stage.checkpoint_seconds else spe)
+    t0 = last_checkpoint = time.perf_counter()
     diverged = False
     if step == stage.start:
         log.write(_evaluate(model, stage, step))
-    running = []
     while step < stage.end:
         if step in stage.at_step:
             stage.at_step[step](model)
@@ -126,7 +166,7 @@ def train_stage(stage: Stage) -> dict:
         if not skip:
             optimizer.step()
         step += 1
-        running.append(loss.detach())
+        running.append(ddp.global_mean(loss.detach(), y.shape[0]))  # the whole batch's loss, not this rank's share
         if (step % spe == 0) or step == stage.end:
             train_loss = float(torch.stack(running).mean())
             running = []
@@ -138,11 +178,15 @@ def train_stage(stage: Stage) -> dict:
             if not math.isfinite(train_loss):
                 diverged = True
                 break
-        if step % every == 0 and step < stage.end:
+        due = (every and step % every == 0) or (
+            stage.checkpoint_seconds and time.perf_counter() - last_checkpoint >= stage.checkpoint_seconds)
+        if due and step < stage.end:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "masks": dict(sparsifier.masks) if sparsifier else None, "step": step,
-                               "callbacks": [cb.state_dict() for cb in callbacks]},
+                               "callbacks": [cb.state_dict() for cb in callbacks],
+                               "running": torch.stack(running) if running else torch.empty(0)},
                               ckpt_path)
+            last_checkpoint = time.perf_counter()
 
     if ddp.is_distributed():
         _check_ranks_agree(model, sparsifier)
@@ -156,6 +200,9 @@ def train_stage(stage: Stage) -> dict:
         for cb in stage.callbacks:
             if hasattr(cb, "summary"):
                 record.update(cb.summary())
+        # the sizes let a cheap look (stage_problem) notice a file truncated or replaced later
+        files = [d / "final.pt"] + ([d / "mask.pt"] if sparsifier else []) + [p for p in map(Path, stage.outputs) if p.exists()]
+        record["files"] = {os.path.relpath(p, d): p.stat().st_size for p in files}
         atomic_write_json(d / "done.json", record)  # written last: the stage is complete
         if ckpt_path.exists():
             ckpt_path.unlink()
@@ -198,8 +245,11 @@ class _Batches:
         spe = s.steps_per_epoch
         epoch, i = divmod(step, spe)
         if epoch != self.epoch:
-            g = torch.Generator().manual_seed(derive_seed(s.order_seed, "order", epoch))
-            self.order = torch.randperm(self.x.shape[0], generator=g).to(self.x.device)
+            if s.shuffle:
+                g = torch.Generator().manual_seed(derive_seed(s.order_seed, "order", epoch))
+                self.order = torch.randperm(self.x.shape[0], generator=g).to(self.x.device)
+            else:
+                self.order = torch.arange(self.x.shape[0], device=self.x.device)
             self.epoch = epoch
         idx = self.order[i * s.batch_size:(i + 1) * s.batch_size]
         if ddp.is_distributed():  # each rank takes its share of the global batch
@@ -243,7 +293,7 @@ class _MetricsLog:
         if self.path is None:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(json.dumps(finite_json(record), sort_keys=True) + "\n")
             f.flush()
 
 
@@ -261,7 +311,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     rows = [r for r in read_metrics(path) if r["step"] <= step]
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 def _summarise(metrics_path: Path, stage: Stage, diverged: bool, sparsifier) -> dict:
@@ -270,10 +320,22 @@ def _summarise(metrics_path: Path, stage: Stage, diverged: bool, sparsifier) -> 
     key = "val_acc" if "val_acc" in final else "test_acc"
     best = max(rows, key=lambda r: r.get(key, -1.0))
     masks = sparsifier.masks if sparsifier else None
-    return {"final": final, "best": best, "selection": key, "diverged": diverged,
-            "start": stage.start, "end": stage.end,
-            "density": masks.density() if masks else 1.0,
-            "nnz": masks.count() if masks else None}
+    return finite_json({"final": final, "best": best, "selection": key, "diverged": diverged,
+                        "start": stage.start, "end": stage.end,
+                        "density": masks.density() if masks else 1.0,
+                        "nnz": masks.count() if masks else None})
+
+
+def finite_json(obj):
+    """`obj` with every NaN/inf float replaced by None: a diverged stage's losses become null, so
+    done.json and metrics.jsonl stay standard JSON (json.dumps would write a bare NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def _progress_line(record: dict, step: int, stage: Stage, seconds: float) -> str:
