@@ -1,10 +1,10 @@
 """Shared helpers of the study scripts: run configs in a process pool, read results, tabulate."""
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
+from jackpot.analysis import stats
 from jackpot.analysis.lottery_report import level_results
 from jackpot.analysis.summary import run_summary
 from jackpot.launch.local import run_parallel
@@ -27,8 +27,7 @@ def final_acc(run: Run, level: int | None = None, arm: str = "ticket") -> tuple[
 
 
 def mean_std(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    s = statistics.stdev(values) if len(values) > 1 else 0.0
+    m, s = stats.mean_std(values)
     return f"{100 * m:.1f} ± {100 * s:.1f}"
 
 

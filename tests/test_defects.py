@@ -265,3 +265,43 @@ def test_class_count_is_the_largest_label_plus_one_with_at_least_half_present(tm
     y = np.full(300, 2 ** 63, dtype=np.uint64)
     with pytest.raises(JackpotError, match="too large for a class index"):
         read_npz(_npz(tmp_path / "c.npz", y))
+
+
+# --- after issue 11: branch options a pai run does not read; damaged masks ---------------------------
+
+def _tiny(npz, kind, *extra):
+    return [kind, "--dataset", f"npz:{npz}", "--model", "lenet-300-100", "--batch-size", "40", "--duration", "1ep",
+            "--threads", "1", "--device", "cpu", *extra]
+
+
+def test_branch_of_a_pai_run_refuses_the_lottery_only_level_and_retrain(tiny_npz, store, capsys):
+    assert cli(capsys, *_tiny(tiny_npz, "pai"))[0] == 0
+    (run,) = store.glob("pai-*")
+    for extra in (["--level", "0"], ["--retrain", "finetune"]):
+        status, _, err = cli(capsys, "branch", run.name, "reinit", *extra, "--threads", "1", "--device", "cpu")
+        assert status == 2 and err.count("\n") == 1 and "--level and --retrain" in err, err
+    assert not (run / "branches").exists()
+    status, _, err = cli(capsys, "branch", run.name, "reinit", "--threads", "1", "--device", "cpu")
+    assert status == 0, err
+    assert len(list((run / "branches").iterdir())) == 1
+
+
+@pytest.mark.parametrize("kind, mask, stage", [("pai", "mask.pt", "train"),
+                                               ("lottery", "level_01/mask.pt", "level_01/ticket")])
+def test_a_damaged_mask_is_recomputed_unless_a_finished_stage_was_trained_on_it(tiny_npz, store, capsys, tmp_path,
+                                                                                  kind, mask, stage):
+    argv = _tiny(tiny_npz, kind, *(["--fraction", "0.5", "--levels", "1", "--controls", ""] if kind == "lottery" else []))
+    assert cli(capsys, *argv)[0] == 0
+    (run,) = store.glob(f"{kind}-*")
+    original, trained = Masks.load(run / mask), torch.load(run / stage / "final.pt", weights_only=True)
+    (run / mask).write_bytes((run / mask).read_bytes()[:100])  # truncated
+    status, _, err = cli(capsys, *argv)
+    assert status == 2 and err.count("\n") == 1 and "corrupt mask file" in err, err
+    assert f"{stage} was trained on it" in err and "move that stage away" in err
+    (run / stage).rename(tmp_path / "moved")  # as the message advises
+    status, _, err = cli(capsys, *argv)
+    assert status == 0 and "recomputing it" in err, err
+    again = Masks.load(run / mask)
+    assert again.keys() == original.keys() and all(torch.equal(again[n], original[n]) for n in original)
+    retrained = torch.load(run / stage / "final.pt", weights_only=True)
+    assert all(torch.equal(retrained[k], trained[k]) for k in trained)

@@ -265,14 +265,14 @@ def test_damaged_run_config_is_one_clear_line(tiny_npz, store, capsys):
     record = json.loads(path.read_text())
     del record["config"]["pai"]["density"]  # would silently become the default 0.1
     path.write_text(json.dumps(record))
-    status, _, err = cli(capsys, "ls")
+    status, _, err = cli(capsys, "show", run.name)
     one_line_error(status, err, "damaged run config", "pai.density")
     record["config"]["pai"]["density"] = "lots"
     path.write_text(json.dumps(record))
     one_line_error(*cli(capsys, "show", run.name)[::2], "pai.density must be float")
     del record["config"]
     path.write_text(json.dumps(record))
-    one_line_error(*cli(capsys, "ls")[::2], "damaged run config")
+    one_line_error(*cli(capsys, "show", run.name)[::2], "damaged run config")
 
 
 def test_incomplete_summary_is_not_finished(tiny_npz, store, capsys):
@@ -446,3 +446,179 @@ def test_kill_mid_epoch_resumes_bit_identical(tiny_npz, tmp_path, capsys, monkey
     for rel in ("level_00/ticket", "level_01/ticket", "level_01/reinit", "level_01/random"):
         assert same_weights(weights(a / rel / "final.pt"), weights(b / rel / "final.pt")), rel
         assert (a / rel / "metrics.jsonl").read_text() == (b / rel / "metrics.jsonl").read_text(), rel
+
+
+# --- after issue 11: the review's remaining problems ----------------------------------------------
+
+def test_sweep_preflight_finds_a_global_budget_collapse_of_cheap_scores(store, capsys, monkeypatch):
+    status, out, err = cli(capsys, "sweep", "pai", "--duration", "1ep", "--grid", "density=0.05,0.5",
+                           "--score", "magnitude")
+    one_line_error(status, err, "layer collapse", "grid point pai.density=0.05")
+    assert "failed" not in out and not store.exists()  # nothing launched, no sweep record
+    # the preflight scores only what is cheap: expensive scores are left to each run's own check
+    import jackpot.procedures.pai as pai
+    from jackpot.config import PaiConfig
+    from jackpot.launch.grid import preflight
+    scored = []
+    monkeypatch.setattr(pai, "pai_masks", lambda ctx, model: scored.append((ctx.cfg.pai.score, ctx.cfg.pai.rounds)))
+    points = [("grasp", 1), ("synflow", 100), ("snip", 1), ("synflow", 1), ("random", 100), ("magnitude", 1)]
+    preflight([RunConfig(kind="pai", train=TrainConfig(duration="1ep"), pai=PaiConfig(score=s, rounds=r))
+               for s, r in points])
+    assert scored == [("snip", 1), ("synflow", 1), ("random", 100), ("magnitude", 1)]
+
+
+@pytest.mark.parametrize("damage", ["random arm's done.json removed", "reinit arm's final.pt truncated"])
+def test_ls_says_partial_for_a_lottery_run_with_a_damaged_control(tiny_npz, store, capsys, damage):
+    assert cli(capsys, *small(tiny_npz))[0] == 0
+    run = run_dir(store, "lottery")
+    assert cli(capsys, "ls")[1].split()[-1] == "done"
+    if damage.startswith("random"):
+        (run / "level_01" / "random" / "done.json").unlink()
+    else:
+        final = run / "level_01" / "reinit" / "final.pt"
+        final.write_bytes(final.read_bytes()[:1000])
+    status, out, _ = cli(capsys, "ls")
+    assert status == 0 and "IMP 1/1 levels" in out and out.split()[-1] == "partial"
+
+
+def test_full_disk_while_appending_metrics_or_sweep_logs_is_one_line(tiny_npz, store, capsys, monkeypatch, tmp_path):
+    from jackpot.config import DataConfig, ModelConfig
+    from jackpot.launch import sweep
+    real_open, real_os_open = builtins.open, os.open
+
+    def full_disk_for(suffix):  # appends to these files land on a full disk (ENOSPC)
+        def fake_open(file, mode="r", *a, **k):
+            if str(file).endswith(suffix) and "a" in mode:
+                return real_open("/dev/full", "w")
+            return real_open(file, mode, *a, **k)
+        monkeypatch.setattr(builtins, "open", fake_open)
+    full_disk_for("metrics.jsonl")
+    status, _, err = cli(capsys, *small(tiny_npz, "pai"))
+    one_line_error(status, err, "no space left on device", "metrics.jsonl")
+    cfg = RunConfig(kind="pai", data=DataConfig(dataset=f"npz:{tiny_npz}", batch_size=40),
+                    model=ModelConfig(model="lenet-300-100"), train=TrainConfig(duration="1ep"))
+    full_disk_for("run.log")
+    with pytest.raises(JackpotError, match=r"no space left on device: could not write .*run\.log"):
+        sweep._run_logged(cfg, {"root": str(tmp_path / "other")}, tmp_path / "logs" / "run.log")
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "open", lambda path, flags, mode=0o777: real_os_open("/dev/full", os.O_WRONLY))
+    with pytest.raises(JackpotError, match=r"no space left on device: could not write .*events\.jsonl"):
+        sweep.log_event(tmp_path, event="start", run="x")
+
+
+def test_report_output_that_is_a_file_or_read_only_is_one_line_and_writes_nothing(tiny_npz, store, capsys, tmp_path,
+                                                                                    read_only, monkeypatch):
+    assert cli(capsys, *small(tiny_npz, "pai"))[0] == 0
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    one_line_error(*cli(capsys, "report", "-o", file)[::2], f"{file} is a file, not a directory")
+    assert file.read_text() == "x"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    read_only(locked)
+    why = "read-only file system" if os.geteuid() == 0 else "permission denied"
+    for out in (locked, locked / "report"):
+        one_line_error(*cli(capsys, "report", "-o", out)[::2], why, str(out))
+    assert not any(locked.iterdir())
+    # a case no check foresaw: "finished stages are kept" only where stages are computed
+    import jackpot.analysis.report as report
+    import jackpot.cli as cli_module
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: 1 / 0)
+    status, _, err = cli(capsys, "report", "-o", tmp_path / "r")
+    assert status == 1 and "ZeroDivisionError" in err and "finished stages" not in err
+    monkeypatch.setattr(cli_module, "_run_all", lambda *a, **k: 1 / 0)
+    status, _, err = cli(capsys, *small(tiny_npz, "pai"))
+    assert status == 1 and "finished stages are kept" in err
+
+
+def test_damaged_dataset_record_is_one_line_and_a_re_run_rewrites_it(tiny_npz, store, capsys, tmp_path):
+    argv = small(tiny_npz, "pai")
+    assert cli(capsys, *argv)[0] == 0
+    run = run_dir(store, "pai")
+    record = run / "dataset.json"
+    good = json.loads(record.read_text())
+    assert good["input_shape"] == [20] and good["num_classes"] == 4
+    for damage in ("{}", None):
+        record.write_text(damage) if damage else record.unlink()
+        for command in (["export", run.name, "-o", tmp_path / "m.pt"], ["bench", run.name, "--rounds", "1"]):
+            one_line_error(*cli(capsys, *command)[::2], "damaged dataset shape record", str(record), "re-run")
+        assert cli(capsys, *argv)[0] == 0
+        assert json.loads(record.read_text()) == good
+    assert cli(capsys, "export", run.name, "-o", tmp_path / "m.pt")[0] == 0
+
+
+def test_sweep_events_follow_the_umask(tmp_path):
+    from jackpot.launch.sweep import log_event
+    old = os.umask(0o002)
+    try:
+        log_event(tmp_path, event="start", run="x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "events.jsonl").stat().st_mode & 0o777 == 0o664
+
+
+def test_a_command_refused_as_busy_changes_no_record_and_fewer_levels_keep_the_record(tiny_npz, store, capsys):
+    import fcntl
+    assert cli(capsys, *small(tiny_npz), "--levels", "2")[0] == 0
+    run = run_dir(store, "lottery")
+    records = {p.name: p.read_bytes() for p in run.glob("*.json")}
+    with open(run / "run.lock", "a+") as held:  # another process computing the run
+        fcntl.flock(held, fcntl.LOCK_EX)
+        one_line_error(*cli(capsys, *small(tiny_npz), "--levels", "3")[::2], "being computed by another process")
+    assert {p.name: p.read_bytes() for p in run.glob("*.json")} == records
+    assert json.loads((run / "config.json").read_text())["config"]["lottery"]["levels"] == 2
+    status, out, err = cli(capsys, *small(tiny_npz), "--levels", "1")  # fewer levels: shows what is computed
+    assert status == 0, err
+    assert json.loads((run / "config.json").read_text())["config"]["lottery"]["levels"] == 2
+    line = cli(capsys, "ls")[1].splitlines()[-1]
+    assert "IMP 2/2 levels" in line and line.endswith("done")
+
+
+def test_sweep_refuses_an_unfinished_run_begun_under_another_thread_count(tiny_npz, store, capsys):
+    argv = small(tiny_npz, "sparse", "--method", "static", "--density", "0.2")
+    assert cli(capsys, *argv)[0] == 0
+    run = run_dir(store, "sparse")
+    status, out, err = cli(capsys, "sweep", *argv, "--threads", "2")  # finished: nothing to compute
+    assert status == 0 and "1/1 done" in out, err
+    (run / "summary.json").unlink()  # as if killed before the end
+    status, out, err = cli(capsys, "sweep", *argv, "--threads", "2")
+    one_line_error(status, err, "begun with 1 thread(s)", "--threads 1")
+    assert "failed" not in out and not (run / "summary.json").exists()
+
+
+@pytest.mark.parametrize("argv, words", [(["--levels", "9"], "no level 9"),
+                                         (["--rewinds", "9ep"], "is not before the end of training")])
+def test_refused_stability_leaves_no_stability_directory(tiny_npz, store, capsys, argv, words):
+    assert cli(capsys, *small(tiny_npz, "lottery", "--controls", ""))[0] == 0
+    run = run_dir(store, "lottery")
+    status, _, err = cli(capsys, "stability", run.name, "--levels", "1", *argv, "--threads", "1", "--device", "cpu")
+    one_line_error(status, err, words)
+    assert not (run / "stability").exists()
+
+
+def test_ls_lists_a_damaged_config_and_goes_on_and_refuses_a_store_that_is_a_file(tiny_npz, store, capsys, tmp_path):
+    assert cli(capsys, *small(tiny_npz, "pai"))[0] == 0
+    assert cli(capsys, *small(tiny_npz, "sparse", "--method", "static"))[0] == 0
+    pai, sparse = run_dir(store, "pai"), run_dir(store, "sparse")
+    (pai / "config.json").write_text("{}")
+    status, out, err = cli(capsys, "ls")
+    assert status == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert rows[pai.name].endswith("damaged (config.json)") and rows[sparse.name].endswith("done")
+    file = tmp_path / "file"
+    file.write_text("x")
+    one_line_error(*cli(capsys, "ls", "--store", file)[::2], f"{file} is a file, not a directory")
+
+
+def test_lottery_plot_title_of_one_seed_has_no_plus_minus():
+    import matplotlib.pyplot as plt
+    from jackpot.analysis.lottery_report import figure
+
+    def rows(n):
+        return [{"level": level, "density": density,
+                 "arms": {"ticket": {"mean": 0.9, "std": 0.01 if n > 1 else 0.0, "n": n, "of": n, "diverged": 0}}}
+                for level, density in ((0, 1.0), (1, 0.5))]
+    for n, title in ((1, "Lottery tickets: 1 seed"), (3, "Lottery tickets: mean ± std over 3 seeds")):
+        fig = figure(rows(n))
+        assert fig.axes[0].get_title() == title
+        plt.close(fig)

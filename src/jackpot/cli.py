@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import GROUPS, RunConfig, run_hash, split_list
-from .errors import JackpotError
+from .config import GROUPS, RunConfig, run_hash, scalar_type, split_list
+from .errors import JackpotError, check_fraction
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,11 +27,6 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _parse_type(type_name: str):
-    base = type_name.replace(" | None", "").strip()
-    return {"int": int, "float": float, "str": str}[base]
-
-
 def add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
     """One flag per field of the named config groups (--lr, --fraction...), stored as group.field."""
     parser.add_argument("--seed", type=int, default=0, help="seed of every random act of the run (default: 0)")
@@ -45,7 +40,7 @@ def add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) -
                 group.add_argument(_flag(f.name), dest=dest, action=argparse.BooleanOptionalAction,
                                    default=f.default, help=help_text)
             else:
-                group.add_argument(_flag(f.name), dest=dest, type=_parse_type(f.type), default=f.default,
+                group.add_argument(_flag(f.name), dest=dest, type=scalar_type(f.type)[0], default=f.default,
                                    choices=f.metadata.get("choices"), help=help_text, metavar=f.name.upper())
 
 
@@ -184,10 +179,12 @@ def _run_line(run) -> tuple[str, str, str]:
     """(what, weights remaining, status) of a run, whatever its procedure."""
     from .analysis.lottery_report import level_results
     from .analysis.summary import method_label, run_diverged, run_summary
+    from .launch.sweep import finished_state
+    from .procedures import procedure
     cfg = run.config()
-    if cfg.kind == "lottery":
+    if procedure(cfg.kind).levels:
         levels = level_results(run)
-        done = len(levels) == cfg.lottery.levels + 1
+        done = finished_state(run.path, cfg) is not None  # every stage whole, controls included
         what = f"IMP {len(levels) - 1 if levels else 0}/{cfg.lottery.levels} levels"
         low = f"{100 * levels[-1]['density']:.1f}%" if levels else "-"
         stages = [d for row in levels for d in row["diverged"].values()]
@@ -211,7 +208,11 @@ def cmd_ls(args) -> int:
         return 0
     print(f"{'run':<22} {'dataset':<14} {'model':<14} {'seed':>4}  {'what':<22} {'weights':>8}  status")
     for run in runs:
-        cfg = run.config()
+        try:
+            cfg = run.config()
+        except JackpotError:  # one damaged run must not hide the others (`show` says what is wrong)
+            print(f"{run.path.name:<22} {'?':<14} {'?':<14} {'?':>4}  {'?':<22} {'-':>8}  damaged (config.json)")
+            continue
         what, low, status = _run_line(run)
         print(f"{run.path.name:<22} {cfg.data.dataset[:14]:<14} {cfg.model.model:<14} {cfg.seed:>4}  "
               f"{what:<22} {low:>8}  {status}")
@@ -222,18 +223,20 @@ def cmd_show(args) -> int:
     from .analysis.lottery_report import aggregate, format_table, level_results
     from .analysis.summary import format_summary_table, run_summary
     from .config import canonical
+    from .procedures import procedure
     from .store import find_run
 
     run = find_run(args.run, args.store)
     cfg = run.config()
+    levels = procedure(cfg.kind).levels
     if args.json:
-        body = level_results(run) if cfg.kind == "lottery" else run_summary(run)
+        body = level_results(run) if levels else run_summary(run)
         print(json.dumps({"run": str(run.path), "config": canonical(cfg), "results": body}, indent=2))
         return 0
     print(f"run {run.path}")
     print("settings: " + json.dumps(canonical(cfg), sort_keys=True))
     print()
-    if cfg.kind == "lottery":
+    if levels:
         print(format_table(aggregate([run])))
     else:
         print(format_summary_table([run], _run_line(run)[0]))
@@ -376,8 +379,7 @@ def cmd_inspect(args) -> int:
         from .data import load_dataset
         ds = load_dataset(args.dataset, root=args.data_root)
         shape, classes = ds.input_shape, ds.num_classes
-    if not 0 < args.density <= 1:
-        raise JackpotError(f"--density must be in (0, 1], got {args.density}")
+    check_fraction(args.density, "--density")
     info = inspect_budget(args.model, args.budget, args.density, shape, classes, args.keep_first,
                           args.keep_output, split_list(args.keep_layers), args.include_bias, args.flops)
     print(json.dumps(info, indent=1) if args.json else format_inspect(info))
@@ -564,6 +566,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, help="experiment store directory (default: $JACKPOT_STORE or ./runs)")
 
 
+# commands that compute stages into the store (the others only read it, or write a report)
+COMPUTING_COMMANDS = ("lottery", "pai", "sparse", "sweep", "branch", "stability")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -598,8 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("JACKPOT_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
-        print(f"jackpot: error: {type(e).__name__}: {first} (finished stages are kept; "
-              "JACKPOT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        kept = "finished stages are kept; " if argv[:1] and argv[0] in COMPUTING_COMMANDS else ""
+        print(f"jackpot: error: {type(e).__name__}: {first} ({kept}JACKPOT_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return 1
 
 

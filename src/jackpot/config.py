@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import JackpotError
+from .errors import JackpotError, check_fraction
 
 HASH_LENGTH = 12
 
@@ -24,6 +24,15 @@ HASH_LENGTH = 12
 def option(default: Any, help: str, hashed: bool = True, choices: tuple | None = None):
     """A dataclass field with help text for the CLI and a flag saying whether it is hashed."""
     return field(default=default, metadata={"help": help, "hashed": hashed, "choices": choices})
+
+
+def scalar_type(annotation) -> tuple[type, bool]:
+    """A config field's value type and whether it may be None, read from its annotation, which is
+    text here (postponed annotations): "float | None" -> (float, True). The CLI's flags and the
+    sweep grid's values both convert through it."""
+    text = str(annotation)
+    base = text.replace("| None", "").strip()
+    return {"int": int, "float": float, "str": str, "bool": bool}[base], "None" in text
 
 
 @dataclass(frozen=True)
@@ -411,8 +420,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise JackpotError(f"unknown corruption {d.corrupt!r}; choose {', '.join(CORRUPTIONS)}")
         if cfg.kind == "sparse":
             raise JackpotError("--corrupt applies to mask finding (lottery, pai), not to sparse training")
-        if d.corrupt_fraction is not None and not 0.0 < d.corrupt_fraction <= 1.0:
-            raise JackpotError(f"--corrupt-fraction must be in (0, 1], got {d.corrupt_fraction}")
+        if d.corrupt_fraction is not None:
+            check_fraction(d.corrupt_fraction, "--corrupt-fraction")
     if cfg.kind == "pai":
         _validate_pai(cfg.pai)
     if cfg.kind == "sparse":
@@ -421,8 +430,7 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def _density(value: float) -> None:
-    if not 0.0 < value <= 1.0:
-        raise JackpotError(f"--density must be in (0, 1] (fraction of weights kept), got {value}")
+    check_fraction(value, "--density", " (fraction of weights kept)")
 
 
 def _validate_pai(p: PaiConfig) -> None:

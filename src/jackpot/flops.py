@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from .errors import JackpotError
-
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+from .models.layers import WEIGHT_LAYERS
 
 
 def _prefix(name: str) -> str:
@@ -77,7 +76,7 @@ def layer_flops(model: nn.Module, input_shape: Sequence[int], masks=None) -> lis
     """Per conv/linear layer (module order): name, kind, shape, params, nnz, positions (output
     positions per example), outputs (output elements per example), dense and sparse FLOPs of one
     example's inference. ``masks`` maps "<layer>.weight" to a bool tensor; unmasked layers are dense."""
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, _LAYERS)}
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
     positions = _positions(model, input_shape, layers)
     rows = []
     for name, mod in layers.items():

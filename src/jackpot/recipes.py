@@ -17,6 +17,12 @@ from .errors import JackpotError
 _CIFAR_SGD = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "schedule": "step", "gamma": 0.1}
 
 
+def _cifar_global_imp(model: str, batch: int, duration: str, milestones: str, **extra) -> dict:
+    """CIFAR-10, SGD 0.1 momentum 0.9 with step decay, weight decay 1e-4, global 20% per level."""
+    return {**_CIFAR_SGD, "dataset": "cifar10", "model": model, "weight_decay": 1e-4, "batch_size": batch,
+            "duration": duration, "milestones": milestones, "scope": "global", "fraction": 0.2, **extra}
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -91,9 +97,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "20% per round, the fc layer kept",
         "winning tickets at lr 0.1 only with warm-up; matching dense down to about 10% of the weights "
         "[recall]",
-        {**_CIFAR_SGD, "dataset": "cifar10", "model": "resnet-20", "weight_decay": 1e-4, "batch_size": 128,
-         "duration": "30000it", "milestones": "20000it,25000it", "warmup": "10000it", "scope": "global",
-         "fraction": 0.2, "keep_output": True, "levels": 20},
+        _cifar_global_imp("resnet-20", 128, "30000it", "20000it,25000it", warmup="10000it", keep_output=True,
+                          levels=20),
         "needs CIFAR-10; a GPU run."),
     Recipe(
         "lth-vgg19-cifar10", "lottery", "LTH paper VGG-19 on CIFAR-10 (SGD with warm-up, global)",
@@ -101,9 +106,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "x0.1 at 56K and 84K, 10K warm-up iterations, weight decay 1e-4; global 20% of the convs per "
         "round, the fc layer kept",
         "tickets matching dense down to a few % of the weights at lr 0.1 only with warm-up [recall]",
-        {**_CIFAR_SGD, "dataset": "cifar10", "model": "vgg-19", "weight_decay": 1e-4, "batch_size": 64,
-         "duration": "112000it", "milestones": "56000it,84000it", "warmup": "10000it", "scope": "global",
-         "fraction": 0.2, "keep_output": True, "levels": 20},
+        _cifar_global_imp("vgg-19", 64, "112000it", "56000it,84000it", warmup="10000it", keep_output=True,
+                          levels=20),
         "needs CIFAR-10; a GPU run. jackpot's VGG-19 is OpenLTH's (BatchNorm, one Linear head)."),
     Recipe(
         "lth-vgg19-cifar10-late-reset", "lottery", "VGG-19 with late resetting instead of warm-up",
@@ -111,9 +115,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "without warm-up, survivors reset to iteration 500 with the LR schedule and data order resumed "
         "there",
         "late resetting finds matching tickets where resetting to iteration 0 does not [recall]",
-        {**_CIFAR_SGD, "dataset": "cifar10", "model": "vgg-19", "weight_decay": 1e-4, "batch_size": 64,
-         "duration": "112000it", "milestones": "56000it,84000it", "scope": "global", "fraction": 0.2,
-         "keep_output": True, "rewind": "500it", "levels": 20},
+        _cifar_global_imp("vgg-19", 64, "112000it", "56000it,84000it", keep_output=True, rewind="500it",
+                          levels=20),
         "needs CIFAR-10; a GPU run."),
     Recipe(
         "openlth-lenet-300-100", "lottery", "OpenLTH's mnist_lenet_300_100 defaults",
@@ -134,20 +137,16 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "weight decay 1e-4, batch 128, 160 epochs, x0.1 at 80 and 120 epochs, kaiming_normal, "
         "BatchNorm uniform, sparse_global 20% per level, output layer pruned too",
         "about 91.7% dense on CIFAR-10 [recall]",
-        {**_CIFAR_SGD, "dataset": "cifar10", "model": "resnet-20", "init": "kaiming-normal",
-         "bn_init": "uniform", "weight_decay": 1e-4, "batch_size": 128, "duration": "160ep",
-         "milestones": "80ep,120ep", "scope": "global", "fraction": 0.2, "rounding": "openlth",
-         "levels": 10},
+        _cifar_global_imp("resnet-20", 128, "160ep", "80ep,120ep", init="kaiming-normal", bn_init="uniform",
+                          rounding="openlth", levels=10),
         "needs CIFAR-10; a GPU run."),
     Recipe(
         "openlth-vgg-19", "lottery", "OpenLTH's cifar_vgg defaults on VGG-19",
         "facebookresearch/open_lth models/cifar_vgg.py default_hparams [code]: as openlth-resnet-20, "
         "with fc.weight ignored by pruning",
         "about 93.5% dense on CIFAR-10 [recall]",
-        {**_CIFAR_SGD, "dataset": "cifar10", "model": "vgg-19", "init": "kaiming-normal",
-         "bn_init": "uniform", "weight_decay": 1e-4, "batch_size": 128, "duration": "160ep",
-         "milestones": "80ep,120ep", "scope": "global", "fraction": 0.2, "rounding": "openlth",
-         "keep_output": True, "levels": 10},
+        _cifar_global_imp("vgg-19", 128, "160ep", "80ep,120ep", init="kaiming-normal", bn_init="uniform",
+                          rounding="openlth", keep_output=True, levels=10),
         "needs CIFAR-10; a GPU run."),
     Recipe(
         "rigl-wrn-22-2-cifar10", "sparse", "RigL on CIFAR-10 WRN-22-2 (ERK, 80% sparse)",

@@ -7,6 +7,7 @@ looks complete, and a stage whose files were lost or damaged since is recomputed
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -253,19 +254,35 @@ class Run:
 
     @classmethod
     def create(cls, cfg: RunConfig, root: str | Path | None = None) -> "Run":
+        """The run's directory; its config.json is written by record_config, under the lock."""
         path = cls.path_for(cfg, root)
-        run = cls(path)
+        if is_primary():
+            make_dirs(path)
+        return cls(path)
+
+    def record_config(self, cfg: RunConfig) -> None:
+        """Write config.json. Call it holding the run's lock, so a command refused as busy changes
+        nothing. Same hash, so only unhashed fields (levels, data_root) and settings the run does
+        not read (config.READ_WHEN) can differ: keep the latest, but never fewer lottery levels
+        than recorded (those are computed, and `ls` counts levels against the record)."""
         if not is_primary():
-            return run
-        make_dirs(path)
-        threads = run_threads(path)  # the count the run was begun with (check_threads)
+            return
+        path = self.path / "config.json"
+        try:
+            old = read_json(path, "run config") if path.exists() else None
+        except JackpotError:  # unreadable: the command's config (the directory is its hash) rewrites it
+            old = None
+        try:
+            recorded_levels = int(old["config"]["lottery"]["levels"])
+        except (TypeError, KeyError, ValueError):
+            recorded_levels = 0
+        if recorded_levels > cfg.lottery.levels:
+            cfg = dataclasses.replace(cfg, lottery=dataclasses.replace(cfg.lottery, levels=recorded_levels))
+        threads = run_threads(self.path)  # the count the run was begun with (check_threads)
         record = {"hash": run_hash(cfg), "canonical": canonical(cfg), "config": to_dict(cfg),
                   "threads": torch.get_num_threads() if threads is None else threads}
-        # Same hash, so only unhashed fields (levels, data_root) and settings the run does not read
-        # (config.READ_WHEN) can differ: keep the latest.
-        if not (path / "config.json").exists() or read_json(path / "config.json") != record:
-            atomic_write_json(path / "config.json", record)
-        return run
+        if old != record:
+            atomic_write_json(path, record)
 
     @staticmethod
     def path_for(cfg: RunConfig, root: str | Path | None = None) -> Path:
@@ -365,20 +382,24 @@ def run_threads(path: str | Path) -> int | None:
     return None
 
 
-def check_threads(path: str | Path) -> None:
+def check_threads(path: str | Path, threads: int | None = None) -> None:
     """Refuse to compute more of a run under another torch thread count than it was begun with:
     float reductions split over threads round differently, so 1 and 2 threads give different
     weights (and RigL masks), and the resumed part would not continue the computation the first
     part began. Callers check only when something is left to compute: a finished run re-invoked
-    under any count just shows its results."""
-    recorded, now = run_threads(path), torch.get_num_threads()
+    under any count just shows its results. `threads`: the count it would run under (a sweep's
+    workers), default this process's."""
+    recorded, now = run_threads(path), torch.get_num_threads() if threads is None else threads
     if recorded is not None and recorded != now:
-        raise JackpotError(f"{Path(path).name} was begun with {recorded} thread(s) and this process has {now}: "
+        raise JackpotError(f"{Path(path).name} was begun with {recorded} thread(s) and "
+                           f"{'this process has' if threads is None else 'would now run with'} {now}: "
                            f"resume or extend it with --threads {recorded} (results depend on the thread count)")
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
     base = store_root(root)
+    if base.exists() and not base.is_dir():
+        raise JackpotError(f"store {base} is a file, not a directory (give the store directory with --store)")
     if not base.is_dir():
         return []
     return sorted((Run(p.parent) for p in base.glob("*/config.json")), key=lambda r: r.path.name)

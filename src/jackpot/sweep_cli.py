@@ -75,7 +75,7 @@ def _sweep_points(args):
         specs.append(f"seed={args.seeds}")
     grid = parse_grid(specs, kind)
     points = expand(config_from_args(args, kind), grid)
-    preflight([cfg for cfg, _ in points], [values for _, values in points])
+    preflight([cfg for cfg, _ in points], [values for _, values in points], root=args.store, threads=args.threads)
     return kind, grid, points
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..flops import layer_flops
-from ..models import create_model
+from ..models import create_model, is_vgg, model_info
 from ..sparse import Masks, prunable_names
 from ..sparse.distributions import counts_from_densities, layer_densities
 from ..sparse.pruning import keep_top, scores_magnitude
@@ -22,7 +22,7 @@ def inspect_budget(model_name: str, budget: str, density: float, input_shape=Non
     if budget == "global":  # global ranking of |w| at initialisation (data-free)
         counts = keep_top(scores_magnitude(model, full), full, {}, round(density * full.size())).layer_counts()
     else:
-        densities = layer_densities(budget, model, names, density, vgg_style=model_name.startswith("vgg"))
+        densities = layer_densities(budget, model, names, density, vgg_style=is_vgg(model_name))
         counts = counts_from_densities(densities, {n: params[n].shape for n in names})
     layers = [{"name": n, "shape": list(params[n].shape), "params": params[n].numel(),
                "density": counts[n] / params[n].numel(), "nnz": counts[n]} for n in names]
@@ -51,8 +51,7 @@ def _mask_with_count(p: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _default_shape(name: str):
-    from ..models import list_models
-    return next(i.default_input_shape for i in list_models() if i.name == name)
+    return model_info(name).default_input_shape
 
 
 def format_inspect(info: dict) -> str:

@@ -5,11 +5,11 @@ A stage whose training diverged is counted but never averaged in: its cell says 
 """
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
 from ..store import Run, read_json, stage_done
+from .stats import mean_std
 
 ARM_STYLE = {  # one fixed colour and marker per arm across every figure
     "ticket": ("#1f77b4", "o", "winning ticket (IMP)"),
@@ -53,8 +53,8 @@ def aggregate(runs: list[Run]) -> list[dict]:
             present = [r for r in rows if arm in r["acc"]]
             values = [r["acc"][arm] for r in present if not r.get("diverged", {}).get(arm)]
             if present:
-                arms[arm] = {"mean": statistics.fmean(values) if values else math.nan, "n": len(values),
-                             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                mean, std = mean_std(values)
+                arms[arm] = {"mean": mean, "n": len(values), "std": std,
                              "of": len(present), "diverged": len(present) - len(values)}
         out.append({"level": level, "density": statistics.fmean(r["density"] for r in rows), "arms": arms})
     return out
@@ -120,7 +120,8 @@ def figure(rows: list[dict], title: str = ""):
     ax.set_xlabel("weights remaining (%) [log scale]")
     ax.set_ylabel("test accuracy (%)")
     n = max((s["n"] for r in rows for s in r["arms"].values()), default=0)
-    ax.set_title(title or f"Lottery tickets: mean ± std over {n} seeds")
+    seeds = f": mean ± std over {n} seeds" if n > 1 else (": 1 seed" if n == 1 else "")  # one seed has no ±
+    ax.set_title(title or f"Lottery tickets{seeds}")
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()

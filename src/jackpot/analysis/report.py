@@ -12,18 +12,21 @@ method the same colour and marker. Dynamic sparse runs also get a figure of thei
 """
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import json
 import math
+import os
 import statistics
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from ..errors import JackpotError
-from ..store import Run, list_runs, read_json, stage_done
+from ..store import Run, list_runs, make_dirs, read_json, stage_done, writing
 from .axes import log_axis
+from .stats import mean_std
+from ..procedures import procedure
 from .summary import count_cell, method_label, run_summary
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -108,7 +111,7 @@ def collect(runs: list[Run]) -> list[dict]:
                          for k in varying[(cfg.kind, cfg.data.dataset, cfg.model.model, _base_method(cfg))])
         base = {"run": run.path.name, "kind": cfg.kind, "seed": cfg.seed,
                 "setting": f"{_dataset_label(cfg.data.dataset)} / {cfg.model.model}"}
-        if cfg.kind == "lottery":
+        if procedure(cfg.kind).levels:
             points += _lottery_points(run, cfg, base, suffix)
             continue
         done = run.stage("train", "done.json")
@@ -162,12 +165,6 @@ def _lottery_points(run: Run, cfg, base: dict, suffix: str) -> list[dict]:
 
 # --- aggregation ----------------------------------------------------------------------------------
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def aggregate(points: list[dict]) -> list[dict]:
     """Rows per (setting, method, target density): mean/std/count over seeds."""
     groups = defaultdict(list)
@@ -176,8 +173,8 @@ def aggregate(points: list[dict]) -> list[dict]:
     rows = []
     for (setting, method, target), ps in groups.items():
         ok = [p for p in ps if not p["diverged"]]
-        fm, fs = _mean_std([p["final_acc"] for p in ok])
-        bm, bs = _mean_std([p["best_acc"] for p in ok if p["best_acc"] is not None])
+        fm, fs = mean_std([p["final_acc"] for p in ok])
+        bm, bs = mean_std([p["best_acc"] for p in ok if p["best_acc"] is not None])
         row = {"setting": setting, "method": method, "target_density": target,
                "weights_remaining": statistics.fmean(p["density"] for p in ps),
                "n": len(ok), "diverged": len(ps) - len(ok), "seeds": sorted({p["seed"] for p in ps}),
@@ -450,11 +447,16 @@ def plot_mask_updates(points: list[dict], style: dict, out: Path, setting: str, 
 
 # --- TensorBoard ----------------------------------------------------------------------------------
 
-def write_tensorboard(points: list[dict], directory: str | Path) -> int:
+def _summary_writer():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise JackpotError("--tensorboard needs the tensorboard package: pip install 'jackpot[tb]'") from None
+    return SummaryWriter
+
+
+def write_tensorboard(points: list[dict], directory: str | Path) -> int:
+    SummaryWriter = _summary_writer()
     n = 0
     for p in points:
         stage = Path(p["stage"])
@@ -481,10 +483,27 @@ def write_report(source: str | Path, out: str | Path, tensorboard: str | Path | 
     points = collect(runs)
     if not points:
         raise JackpotError(f"{source}: no finished results to report yet")
-    out = Path(out)
     if tensorboard:
-        write_tensorboard(points, tensorboard)  # fails before writing anything else when not installed
-    out.mkdir(parents=True, exist_ok=True)
+        _summary_writer()  # not installed: one line before anything is written
+    out = _output_dir(Path(out))  # a file in the way, a read-only file system: one line, nothing written
+    if tensorboard:
+        write_tensorboard(points, _output_dir(Path(tensorboard)))
+    with writing(out):  # a full disk while writing the report: one line
+        _write_files(out, title, points)
+    return out
+
+
+def _output_dir(path: Path) -> Path:
+    """Create an output directory and prove it takes files before the report writes into it."""
+    make_dirs(path)
+    with writing(path):
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    return path
+
+
+def _write_files(out: Path, title: str, points: list[dict]) -> None:
     rows = aggregate(points)
     write_csv(rows, out / "results.csv")
     md = format_markdown(rows)
@@ -508,7 +527,6 @@ def write_report(source: str | Path, out: str | Path, tensorboard: str | Path | 
                                                   if k not in ("curve", "layers", "mask_updates")}
                                                  for p in points], indent=1))
     _write_html(out, title, rows, figures)
-    return out
 
 
 def _write_html(out: Path, title: str, rows: list[dict], figures) -> None:
@@ -532,6 +550,3 @@ standard deviation over seeds (diverged runs counted, never averaged in). Tables
 """
     (out / "index.html").write_text(page)
 
-
-def embed_png(path: Path) -> str:  # for callers that want a single self-contained file
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import JackpotError
+from ..procedures import procedure
 from ..sparse import Masks
 from ..store import find_run
 
@@ -15,17 +16,7 @@ def resolve_mask(ref: str, store=None) -> Masks:
         return Masks.load(ref)
     name, _, level = ref.partition(":")
     run = find_run(name, store)
-    kind = run.config().kind
-    if kind == "lottery":
-        levels = sorted(run.path.glob("level_*/mask.pt"))
-        if level:
-            path = run.path / f"level_{int(level):02d}" / "mask.pt"
-        elif levels:
-            path = levels[-1]
-        else:
-            raise JackpotError(f"run {run.path.name} has no pruned level yet")
-    else:
-        path = run.stage("mask.pt") if kind == "pai" else run.stage("train", "mask.pt")
+    path = procedure(run.config().kind).mask_path(run, int(level) if level else None)
     if not path.exists():
         raise JackpotError(f"no mask at {path}")
     return Masks.load(path)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import statistics
 
+from ..procedures import procedure
 from ..store import Run, read_json, stage_done
+from .stats import mean_std
 
 
 def run_summary(run: Run) -> dict | None:
@@ -22,14 +24,9 @@ def run_summary(run: Run) -> dict | None:
 
 
 def method_label(cfg) -> str:
-    """The method of a pai or sparse run as every table, listing and report names it:
-    `rigl (erk)`, `rigl (erk) 5x`, `gmp`, `snip/global`, `snip inverted/global`."""
-    if cfg.kind == "pai":
-        p = cfg.pai
-        return f"{p.score}{' inverted' if p.invert else ''}/{p.budget}"
-    s = cfg.sparse
-    label = s.method if s.method in ("dense", "gmp") else f"{s.method} ({s.distribution})"
-    return label + (f" {s.extend:g}x" if s.extend != 1 else "")
+    """The method of a run as every table, listing and report names it (its procedure decides:
+    `rigl (erk)`, `rigl (erk) 5x`, `gmp`, `snip/global`, `IMP`)."""
+    return procedure(cfg.kind).label(cfg)
 
 
 def run_diverged(run: Run) -> bool:
@@ -41,10 +38,10 @@ def run_diverged(run: Run) -> bool:
 def _stat(values: list[float]) -> str:
     if not values:
         return "diverged"
-    mean = statistics.fmean(values)
+    mean, std = mean_std(values)
     if len(values) == 1:
         return f"{100 * mean:.1f}"
-    return f"{100 * mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def count_cell(n: int, of: int) -> str:

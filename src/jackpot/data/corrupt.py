@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import JackpotError
+from ..errors import JackpotError, check_fraction
 from .dataset import Dataset
 
 CORRUPTIONS = ("random-labels", "random-pixels", "half")
@@ -41,8 +41,7 @@ def permute_features(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 def corrupt(ds: Dataset, kind: str, fraction: float, generator: torch.Generator) -> Dataset:
     if kind not in CORRUPTIONS:
         raise JackpotError(f"unknown corruption {kind!r}; choose {', '.join(CORRUPTIONS)}")
-    if not 0.0 < fraction <= 1.0:
-        raise JackpotError(f"--corrupt-fraction must be in (0, 1], got {fraction}")
+    check_fraction(fraction, "--corrupt-fraction")
     if ds.num_classes < 2 and kind != "half":
         raise JackpotError("label corruption needs at least 2 classes")
     if kind == "random-labels":

@@ -5,31 +5,24 @@ import torch
 
 from ..errors import JackpotError
 from ..models import create_model
+from ..procedures import procedure
+from ..procedures.context import read_dataset_record
 from ..sparse import Masks
-from ..store import Run, load_weights, read_json, stage_done, stage_problem
+from ..store import Run, load_weights, stage_done, stage_problem
 
 
 def trained_sparse(run: Run, level: int | None = None, arm: str = "ticket") -> tuple[torch.nn.Module, Masks, dict]:
     """(model with the trained weights, its masks, arch) of a lottery level/arm (default: the last
     pruned level) or of a pai/sparse run's training stage."""
     cfg = run.config()
-    if cfg.kind == "lottery":
-        if level is None:
-            levels = sorted(run.path.glob("level_*/mask.pt"))
-            level = int(levels[-1].parent.name[len("level_"):]) if levels else 0
-        stage = run.path / f"level_{level:02d}" / arm
-    else:
-        stage = run.stage("train")
-    dense = JackpotError(f"run {run.path.name} has no trained sparse network at {stage.relative_to(run.path)} "
-                         "(level 0 is dense; train a pruned level first)")
-    if cfg.kind == "lottery" and level == 0:
-        raise dense
+    stage = procedure(cfg.kind).trained_stage(run, level, arm)
+    dense = JackpotError(f"run {run.path.name} has no trained sparse network at {stage.relative_to(run.path)}")
     if not stage_done(stage):  # done.json, and the files it vouches for (a lost mask.pt too)
         raise JackpotError(f"stage {stage} has not finished training ({stage_problem(stage)}); re-run the "
                            "run's command to compute it")
     if not (stage / "mask.pt").exists():
         raise dense
-    info = read_json(run.stage("dataset.json"), "dataset shape record")
+    info = read_dataset_record(run.path)
     arch = {"name": cfg.model.model, "input_shape": tuple(info["input_shape"]), "num_classes": info["num_classes"]}
     model = create_model(arch["name"], arch["input_shape"], arch["num_classes"])
     load_weights(model, stage / "final.pt")

@@ -9,9 +9,8 @@ Rules for sparse training (enforced here, whatever engine drives the loop):
   and does this at the same step on every rank;
 - pruned weights stay zeroed entries of dense parameters, so DDP's all-reduce averages the *dense*
   gradient that RigL's growth criterion reads (between backward() and the optimizer step);
-- start weights come from rank 0 (DDP broadcasts them when it wraps the model; `broadcast_state`
-  does it explicitly after a rewind or load);
-- only rank 0 writes checkpoints, masks and metrics (`is_primary`, `save_on_primary`); the
+- start weights come from rank 0 (DDP broadcasts them when it wraps the model);
+- only rank 0 writes checkpoints, masks and metrics (`store.is_primary`, `save_on_primary`); the
   training loss it logs is the whole batch's, each rank's mean weighted by its share (`global_mean`).
 CPU runs use the gloo backend (what the tests exercise), CUDA runs nccl.
 """
@@ -24,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..sparse import Masks
+from ..store import atomic_torch_save, is_primary
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,6 @@ def is_distributed() -> bool:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
-
-
-def is_primary() -> bool:
-    return rank() == 0
 
 
 def barrier() -> None:
@@ -123,20 +119,6 @@ def sync_masks(masks: Masks, src: int = 0) -> Masks:
     return out
 
 
-@torch.no_grad()
-def broadcast_state(model: torch.nn.Module, src: int = 0) -> None:
-    """Every rank gets rank `src`'s parameters and buffers (after a rewind or a checkpoint load)."""
-    if not is_distributed():
-        return
-    for t in unwrap(model).state_dict().values():
-        if t.dtype == torch.bool:
-            buf = t.to(torch.uint8)
-            dist.broadcast(buf, src)
-            t.copy_(buf.bool())
-        else:
-            dist.broadcast(t, src)
-
-
 class MaskSync:
     """Wraps a training-loop callback (DST method, GMP) so masks stay identical on every rank:
     after any call that changed the masks, rank 0's masks are broadcast and installed everywhere.
@@ -180,6 +162,5 @@ class MaskSync:
 def save_on_primary(obj, path) -> None:
     """Write `obj` (atomically) from rank 0 only, then wait for it on every rank."""
     if is_primary():
-        from ..store import atomic_torch_save
         atomic_torch_save(obj, path)
     barrier()

@@ -14,7 +14,7 @@ import dataclasses
 import itertools
 from typing import Any
 
-from ..config import GROUPS, KIND_GROUPS, RunConfig, canonical, run_hash, validate
+from ..config import GROUPS, KIND_GROUPS, RunConfig, canonical, derive_seed, run_hash, scalar_type, validate
 from ..errors import JackpotError
 
 
@@ -48,25 +48,20 @@ def resolve_field(name: str, kind: str) -> tuple[str | None, dataclasses.Field |
 
 
 def _convert(text: str, f: dataclasses.Field | None, address: str) -> Any:
-    if f is None:  # seed
-        type_name = "int"
-    else:
-        type_name = str(f.type)
-    optional = "None" in type_name
-    base = type_name.replace("| None", "").strip()
+    value_type, optional = scalar_type("int" if f is None else f.type)  # f None: the seed
     if optional and text.lower() == "none":
         return None
     try:
-        if base == "bool":
+        if value_type is bool:
             low = text.lower()
             if low in ("true", "yes", "1", "on"):
                 return True
             if low in ("false", "no", "0", "off"):
                 return False
             raise ValueError
-        value = {"int": int, "float": float, "str": str}[base](text)
-    except (ValueError, KeyError):
-        raise JackpotError(f"--grid {address}: bad value {text!r} (expected {base})") from None
+        value = value_type(text)
+    except ValueError:
+        raise JackpotError(f"--grid {address}: bad value {text!r} (expected {value_type.__name__})") from None
     choices = f.metadata.get("choices") if f is not None else None
     if choices and value not in choices:
         raise JackpotError(f"--grid {address}: bad value {text!r}; choose {', '.join(choices)}")
@@ -135,20 +130,28 @@ def expand(base: RunConfig, grid: dict[str, list]) -> list[tuple[RunConfig, dict
     return out
 
 
-def preflight(cfgs: list[RunConfig], labels: list[dict] | None = None) -> None:
+def preflight(cfgs: list[RunConfig], labels: list[dict] | None = None, root=None, threads: int | None = None) -> None:
     """Load each distinct dataset and build each model once: a bad name or a model/data mismatch
     is one line before any run directory exists. Then every run's own checks (the procedure's,
-    as its command makes them), so no launched run fails on something its config already says."""
+    as its command makes them), and for a run in store `root` begun but unfinished, that the
+    sweep's `threads` are the count it was begun with: no launched run fails on something its
+    config or its record already says."""
     from ..data import load_dataset
     from ..models import create_model
     from ..procedures import checker
     from ..procedures.context import RunContext
+    from ..store import Run, check_threads
+    from .sweep import finished_state
     shapes, datasets = {}, {}
     for i, cfg in enumerate(cfgs):
         d = cfg.data
-        key = (d.dataset, d.data_root, d.val_size)
+        # the data exactly as the run loads it (a pai check may score on it): the split seed
+        # matters only when a validation split is carved out
+        split_seed = derive_seed(cfg.seed, "validation-split") if d.val_size else 0
+        key = (d.dataset, d.data_root, d.val_size, split_seed, d.standardize)
         if key not in shapes:
-            datasets[key] = ds = load_dataset(d.dataset, root=d.data_root, val_size=d.val_size)
+            datasets[key] = ds = load_dataset(d.dataset, root=d.data_root, val_size=d.val_size, seed=split_seed,
+                                              standardize=d.standardize)
             shapes[key] = (ds.input_shape, ds.num_classes)
         if (key, cfg.model.model) not in shapes:
             try:
@@ -160,6 +163,9 @@ def preflight(cfgs: list[RunConfig], labels: list[dict] | None = None) -> None:
             shapes[(key, cfg.model.model)] = True
         try:
             RunContext.prepare(cfg, dataset=datasets[key], check=checker(cfg.kind))
+            path = Run.path_for(cfg, root)
+            if threads and (path / "config.json").exists() and finished_state(path, cfg) is None:
+                check_threads(path, threads)
         except JackpotError as e:
             where = ", ".join(f"{k}={v}" for k, v in (labels[i] if labels else {}).items())
             raise JackpotError(f"{e} (grid point {where})" if where else str(e)) from None

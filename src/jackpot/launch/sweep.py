@@ -25,9 +25,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import RunConfig, canonical, from_dict, run_hash, split_list, to_dict
+from ..config import RunConfig, canonical, from_dict, run_hash, to_dict
 from ..errors import JackpotError
-from ..store import Run, atomic_write_json, make_dirs, read_json, stage_problem, store_root
+from ..procedures import procedure, run as run_procedure
+from ..store import Run, atomic_write_json, make_dirs, read_json, stage_problem, store_root, writing
 
 BUSY_MESSAGE = "being computed by another process"
 FINISHED = ("done", "diverged")
@@ -35,23 +36,14 @@ FINISHED = ("done", "diverged")
 
 # --- run state ------------------------------------------------------------------------------------
 
-def _expected_stages(cfg: RunConfig) -> list[str]:
-    if cfg.kind != "lottery":
-        return ["train"]
-    clean = ["clean"] if cfg.data.corrupt else []
-    stages = [f"level_00/{a}" for a in ["ticket", *clean]]
-    for level in range(1, cfg.lottery.levels + 1):
-        stages += [f"level_{level:02d}/{a}" for a in ["ticket", *clean, *split_list(cfg.lottery.controls)]]
-    return stages
-
-
 def finished_state(path: Path, cfg: RunConfig) -> str | None:
     """'done', 'diverged' (finished, but some stage's training diverged) or None (not finished)."""
     path = Path(path)
-    if cfg.kind != "lottery" and not (path / "summary.json").exists():
+    proc = procedure(cfg.kind)
+    if proc.summary_file and not (path / proc.summary_file).exists():
         return None
     diverged = False
-    for stage in _expected_stages(cfg):
+    for stage in proc.stages(cfg):
         if stage_problem(path / stage):  # not finished, or its files lost or damaged since
             return None
         try:
@@ -120,11 +112,13 @@ def log_event(sweep_dir: str | Path, **event) -> None:
     """One JSON line, appended in a single write (atomic for lines this short on a local disk)."""
     event = {"time": round(time.time(), 3), "pid": os.getpid(), "host": socket.gethostname(), **event}
     line = (json.dumps(event, sort_keys=True) + "\n").encode()
-    fd = os.open(Path(sweep_dir) / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    path = Path(sweep_dir) / "events.jsonl"
+    with writing(path):  # a full disk, a read-only store: one line
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # 0666 less the umask, as other files
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
 
 def read_events(sweep_dir: str | Path) -> list[dict]:
@@ -190,20 +184,26 @@ def execute(job: dict) -> dict:
         text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         try:
             log_event(sweep_dir, event="error", run=name, error=f"{type(e).__name__}: {e}")
-        except OSError:
+        except (OSError, JackpotError):  # the disk that failed the run may fail its event too
             pass
         return {"name": name, "status": "failed", "error": text, "summary": f"{type(e).__name__}: {e}",
                 "seconds": time.perf_counter() - t0}
 
 
 def _run_logged(cfg: RunConfig, job: dict, log_path: Path) -> None:
-    from ..procedures import run
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        def progress(line: str) -> None:
+    make_dirs(log_path.parent)
+    with writing(log_path):
+        log = open(log_path, "a")
+
+    def progress(line: str) -> None:
+        with writing(log_path):  # only the log's own writes: the run's failures name their files
             log.write(line + "\n")
             log.flush()
-        run(cfg, root=job["root"], device=job.get("device") or "cpu", progress=progress)
+    try:
+        run_procedure(cfg, root=job["root"], device=job.get("device") or "cpu", progress=progress)
+    finally:
+        with writing(log_path):  # closing flushes what a full disk refused
+            log.close()
 
 
 # --- scheduling -----------------------------------------------------------------------------------

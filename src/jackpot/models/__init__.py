@@ -17,9 +17,8 @@ from jackpot.errors import JackpotError
 
 # Importing the family modules fills the registry.
 from . import conv, lenet, mlp, mnist1d, resnet_cifar, resnet_imagenet, vgg, wrn  # noqa: F401
-from .registry import ModelInfo, create_model, list_models, model_names, register
-
-_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+from .layers import WEIGHT_LAYERS
+from .registry import ModelInfo, create_model, is_vgg, list_models, model_info, model_names, register
 
 
 def output_layer_name(model: nn.Module) -> str:
@@ -33,7 +32,7 @@ def output_layer_name(model: nn.Module) -> str:
 def first_layer_name(model: nn.Module) -> str:
     """Module name of the input layer: the first conv/linear in ``named_modules()`` order."""
     for n, m in model.named_modules():
-        if isinstance(m, _LAYER_TYPES):
+        if isinstance(m, WEIGHT_LAYERS):
             return n
     raise JackpotError(f"{type(model).__name__} has no conv or linear layer")
 

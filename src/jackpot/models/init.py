@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 from ..errors import JackpotError
+from .layers import WEIGHT_LAYERS
 
 INITS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform")
 BN_INITS = ("default", "fixed", "uniform", "oneone", "positivenegative")
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -76,7 +76,7 @@ def apply_init(model: nn.Module, init: str = "default", bn_init: str = "default"
     if bn_init not in BN_INITS:
         raise JackpotError(f"unknown --bn-init {bn_init!r}; choose {', '.join(BN_INITS)}")
     for module in model.modules():
-        if init != "default" and isinstance(module, _LAYERS):
+        if init != "default" and isinstance(module, WEIGHT_LAYERS):
             w = module.weight
             std = init_std(init, w.shape)
             if init.endswith("normal"):

@@ -70,6 +70,23 @@ def list_models() -> list[ModelInfo]:
     return [_REGISTRY[n].info for n in model_names()]
 
 
+def _entry(name: str) -> _Entry:
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise JackpotError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
+    return entry
+
+
+def model_info(name: str) -> ModelInfo:
+    return _entry(name).info
+
+
+def is_vgg(name: str) -> bool:
+    """Whether the model is a VGG, by its registered family (smart ratio divides a VGG's conv
+    ratios by l^2, Su et al. 2020)."""
+    return model_info(name).family == "vgg"
+
+
 def _shape_str(shape) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -91,9 +108,7 @@ def create_model(
     sizes are unchanged. ``width=1.0`` is the paper model. Seed with ``torch.manual_seed`` before
     calling for reproducible weights.
     """
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise JackpotError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
+    entry = _entry(name)
     width = _check_width(name, width)
     info = entry.info
     shape = info.default_input_shape if input_shape is None else input_shape

@@ -1,36 +1,23 @@
-"""Procedures compose the engine into experiments. Each takes a RunConfig and returns its Run."""
+"""Procedures compose the engine into experiments. Each module registers one `Procedure`
+(see registry.py); importing this package registers them all."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from . import lottery, pai, sparse_training  # noqa: F401  (each registers its procedure)
+from .registry import Procedure, kinds, procedure
+
+__all__ = ["Procedure", "checker", "kinds", "procedure", "run", "run_job", "runner"]
+
 
 def runner(kind: str):
-    if kind == "lottery":
-        from .lottery import run_lottery
-        return run_lottery
-    if kind == "pai":
-        from .pai import run_pai
-        return run_pai
-    if kind == "sparse":
-        from .sparse_training import run_sparse
-        return run_sparse
-    from ..errors import JackpotError
-    raise JackpotError(f"unknown procedure {kind!r}; choose lottery, pai or sparse")
+    return procedure(kind).run
 
 
 def checker(kind: str):
     """The procedure's `check(ctx, model)`: the refusals its config allows without computing (a
     sweep's preflight runs it on every run before launching any)."""
-    if kind == "lottery":
-        from .lottery import _check
-        return _check
-    if kind == "pai":
-        from .pai import check_budget
-        return check_budget
-    if kind == "sparse":
-        from .sparse_training import check
-        return check
-    return runner(kind)  # raises the unknown-procedure error
+    return procedure(kind).check
 
 
 def run(cfg, root=None, device="cpu", progress=print, wait=False):

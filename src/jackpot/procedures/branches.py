@@ -181,6 +181,10 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
     parent_cfg = parent.config()
     if cfg.kind != parent_cfg.kind or cfg.seed != parent_cfg.seed:
         raise JackpotError("a branch keeps its parent's procedure and seed; use --branch-seed for its own draws")
+    if parent_cfg.kind == "pai" and (spec.level != BranchSpec.level or spec.retrain):
+        # not read for a pai parent: they would only split one branch into identical directories
+        raise JackpotError("--level and --retrain choose a lottery ticket's level and retraining mode; a pai run "
+                           "has one mask and one training: drop them")
     pctx = RunContext.attach(parent, device, progress)
     path = branch_dir(parent, spec, cfg)
     bctx = RunContext.attach(Run(path), device, progress, cfg=cfg)

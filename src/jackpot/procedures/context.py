@@ -2,8 +2,11 @@
 step arithmetic and a one-line progress label. Procedures compose these with the engine."""
 from __future__ import annotations
 
+import json
 import math
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -14,9 +17,9 @@ from ..config import RunConfig, derive_seed, parse_checkpoint_every, parse_step,
 from ..data import load_dataset
 from ..data.dataset import Dataset
 from ..errors import JackpotError
-from ..models import create_model
+from ..models import create_model, is_vgg
 from ..sparse import Masks, prunable_names
-from ..store import Run, atomic_torch_save
+from ..store import Run, atomic_torch_save, stage_done
 from ..train import Stage
 
 
@@ -28,21 +31,17 @@ class RunContext:
     device: torch.device
     progress: Callable[[str], None]
     wait: bool = False  # lock(): wait for another process computing the run instead of refusing
+    recorded: RunConfig | None = None  # what lock() writes to config.json (cfg may be changed meanwhile)
 
     @classmethod
     def open(cls, cfg: RunConfig, root=None, device="cpu", progress: Callable[[str], None] = print,
              dataset: Dataset | None = None, check: Callable | None = None, wait: bool = False) -> "RunContext":
-        """prepare(), then create the run directory: bad input leaves no run directory."""
+        """prepare(), then create the run directory: bad input leaves no run directory. Its records
+        (config.json, dataset.json) are written by lock(), once the lock is held."""
         ctx = cls.prepare(cfg, root, device, progress, dataset, check)
-        ctx.wait = wait
+        ctx.wait, ctx.recorded = wait, cfg
         _refuse_another_thread_count(ctx)
         ctx.run = Run.create(cfg, root)
-        dataset = ctx.dataset
-        if not ctx.run.stage("dataset.json").exists():  # what export/bench need to rebuild the model
-            from ..store import atomic_write_json
-            atomic_write_json(ctx.run.stage("dataset.json"), {
-                "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
-                "num_train": dataset.num_train, "num_test": int(dataset.x_test.shape[0])})
         return ctx
 
     @classmethod
@@ -65,9 +64,19 @@ class RunContext:
             check(ctx, model)
         return ctx
 
+    @contextmanager
     def lock(self):
-        """The run's lock (see Run.lock), waiting for another process when the context says so."""
-        return self.run.lock(wait=self.wait, progress=self.progress)
+        """The run's lock (see Run.lock), waiting for another process when the context says so;
+        once it is held, the run's records: a command refused as busy rewrites neither."""
+        with self.run.lock(wait=self.wait, progress=self.progress):
+            self.run.record_config(self.recorded or self.cfg)
+            if dataset_record_problem(self.run.path):  # missing or damaged: what export/bench read
+                from ..store import atomic_write_json
+                d = self.dataset
+                atomic_write_json(self.run.stage(DATASET_RECORD), {
+                    "input_shape": list(d.input_shape), "num_classes": d.num_classes,
+                    "num_train": d.num_train, "num_test": int(d.x_test.shape[0])})
+            yield self.run
 
     @classmethod
     def attach(cls, run: Run, device="cpu", progress: Callable[[str], None] = print,
@@ -131,7 +140,7 @@ class RunContext:
     def layer_densities(self, budget: str, model: torch.nn.Module, names: list[str], density: float, **kw):
         """Per-layer densities of a budget; smart ratio divides by l^2 for VGG-style nets (Su et al.)."""
         from ..sparse.distributions import layer_densities
-        return layer_densities(budget, model, names, density, vgg_style=self.cfg.model.model.startswith("vgg"), **kw)
+        return layer_densities(budget, model, names, density, vgg_style=is_vgg(self.cfg.model.model), **kw)
 
     @property
     def checkpoint_cadence(self) -> tuple[int, float]:
@@ -143,6 +152,25 @@ class RunContext:
         if not path.exists():
             atomic_torch_save(obj, path)
         return path
+
+    def saved_mask(self, path: Path, trained_on: list[Path]) -> Masks | None:
+        """The mask saved at `path`, or None when it is to be computed: missing, or damaged (it does
+        not load) while no stage of `trained_on` has finished. A damaged mask that a finished stage
+        was trained on is one line: recomputing it alone would leave that stage stale."""
+        if not path.exists():
+            return None
+        try:
+            return Masks.load(path)
+        except JackpotError as e:
+            why = str(e).split(";")[0]
+            finished = [str(Path(s).relative_to(self.run.path)) for s in trained_on if stage_done(s)]
+            if finished:
+                one = len(finished) == 1
+                raise JackpotError(f"{why}, and {', '.join(finished)} {'was' if one else 'were'} trained on it: move "
+                                   f"{'that stage' if one else 'those stages'} away and re-run to recompute the "
+                                   f"mask and {'it' if one else 'them'}") from None
+            print(f"jackpot: warning: {why}; recomputing it", file=sys.stderr)
+            return None
 
     def stage(self, rel: str, model: torch.nn.Module, masks: Masks | None, start: int, end: int,
               label: str, finding: bool = False, order_seed: int | None = None, **kw) -> Stage:
@@ -158,6 +186,37 @@ class RunContext:
 
     def label(self, text: str) -> str:
         return f"[seed {self.cfg.seed}] {text}"
+
+
+DATASET_RECORD = "dataset.json"  # the input shape and class count export/bench rebuild the model with
+
+
+def dataset_record_problem(run_dir: str | Path) -> str | None:
+    """Why a run's dataset.json cannot be used, or None when it can."""
+    try:
+        rec = json.loads((Path(run_dir) / DATASET_RECORD).read_text())
+    except FileNotFoundError:
+        return "it is missing"
+    except (OSError, ValueError):
+        return "it is unreadable"
+    positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+    if not isinstance(rec, dict):
+        return "it holds no record"
+    shape = rec.get("input_shape")
+    if not (isinstance(shape, list) and shape and all(map(positive, shape))):
+        return "no input_shape of positive integers"
+    if not positive(rec.get("num_classes")):
+        return "no positive num_classes"
+    return None
+
+
+def read_dataset_record(run_dir: str | Path) -> dict:
+    """A run's dataset.json; a missing or damaged one is one line (re-running the run rewrites it)."""
+    problem = dataset_record_problem(run_dir)
+    if problem:
+        raise JackpotError(f"damaged dataset shape record {Path(run_dir) / DATASET_RECORD} ({problem}): re-run "
+                           "the run's command to rewrite it")
+    return json.loads((Path(run_dir) / DATASET_RECORD).read_text())
 
 
 def _refuse_another_thread_count(ctx: RunContext) -> None:

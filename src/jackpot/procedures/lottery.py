@@ -60,14 +60,16 @@ import torch
 from ..config import RunConfig, parse_layer_map, split_list
 from ..errors import JackpotError
 from ..sparse import Masks, prune, scores_magnitude
+from ..sparse.distributions import check_collapse, counts_from_densities
 from ..sparse.prunable import check_layer_names, layer_of, output_layer, weight_layers
 from ..sparse.pruning import keep_top, kept_count, prune_groups
+from ..sparse.scores import init_scales, magnitude_init_normalized
 from ..store import Run, load_weights, safe_torch_load
 from ..train import lr_at, train_stage
 from ..train.loop import is_done
 from .context import RunContext, report_stage
+from .registry import Procedure, last_level, register
 
-ARMS = ("ticket", "reinit", "random")
 RANK_SNAPSHOT = "rank_weights.pt"  # with --rank-at: the ticket's weights at that step
 
 
@@ -167,16 +169,18 @@ def level_density(prune_cfg, level: int) -> float:
 
 def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
     path = level_dir(ctx.run, level) / "mask.pt"
-    if path.exists():
-        return Masks.load(path)
+    arms = sorted(p for p in path.parent.iterdir() if p.is_dir()) if path.parent.is_dir() else []
+    saved = ctx.saved_mask(path, trained_on=arms)  # None: missing, or damaged before any arm finished
+    if saved is not None:
+        return saved
     trained = ranking_weights(ctx, level - 1)
-    scores = scores_magnitude(trained, previous)
     p, budget = ctx.cfg.prune, ctx.cfg.lottery.budget
     if p.score == "magnitude-init-normalized":
         init = safe_torch_load(ctx.run.stage("init.pt"), "initial weights")
-        scores = {n: s / max(float(init[n].float().std()), 1e-12) for n, s in scores.items()}
+        scores = magnitude_init_normalized(trained, previous, init_scale=init_scales(init, previous))
+    else:
+        scores = scores_magnitude(trained, previous)
     if budget:  # hybrid tickets: per-layer counts from the budget, positions by magnitude
-        from ..sparse.distributions import counts_from_densities
         density = level_density(p, level)
         counts = counts_from_densities(ctx.layer_densities(budget, trained, list(previous), density),
                                        {n: m.shape for n, m in previous.items()})
@@ -187,10 +191,9 @@ def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
             rates.setdefault(output_layer(trained), p.output_fraction)
         masks = prune(scores, previous, p.fraction, p.scope, rates, rounding=p.rounding,
                       schedule=p.prune_schedule, level=level, ignored=_dense_weights(trained, previous))
-    dead = [n for n, c in masks.layer_counts().items() if c == 0]
-    if dead:  # a disconnected network is no ticket: stop before training it
-        raise JackpotError(f"level {level} would prune {', '.join(dead)} to zero weights; stop at fewer "
-                           "--levels, lower --fraction, or keep that layer dense (--keep-layers)")
+    # a disconnected network is no ticket: stop before training it
+    check_collapse(masks.layer_counts(), refusal=f"level {level} would prune {{layers}} to zero weights; stop at "
+                   "fewer --levels, lower --fraction, or keep that layer dense (--keep-layers)")
     masks.save(path)
     return masks
 
@@ -256,3 +259,34 @@ def _train_arm(ctx: RunContext, level: int, arm: str, masks: Masks, total: int, 
     record = train_stage(ctx.stage(rel, model, masks, start, total, label, finding=(arm == "ticket"),
                                    at_step=at_step, fixed_lr=fixed_lr, outputs=outputs))
     report_stage(ctx, label, record, time.perf_counter() - t0)
+
+
+def _stages(cfg: RunConfig) -> list[str]:
+    """Every stage a finished lottery run has: each level's ticket (and clean arm), its controls."""
+    clean = ["clean"] if cfg.data.corrupt else []
+    stages = [f"level_00/{a}" for a in ["ticket", *clean]]
+    for level in range(1, cfg.lottery.levels + 1):
+        stages += [f"level_{level:02d}/{a}" for a in ["ticket", *clean, *split_list(cfg.lottery.controls)]]
+    return stages
+
+
+def _mask_path(run: Run, level: int | None) -> Path:
+    if level is None:
+        level = last_level(run.path)
+        if level is None:
+            raise JackpotError(f"run {run.path.name} has no pruned level yet")
+    return level_dir(run, level) / "mask.pt"
+
+
+def _trained_stage(run: Run, level: int | None, arm: str) -> Path:
+    if level is None:
+        level = last_level(run.path) or 0
+    if level == 0:
+        raise JackpotError(f"run {run.path.name} has no trained sparse network at level_00/{arm} (level 0 is "
+                           "dense; train a pruned level first)")
+    return level_dir(run, level) / arm
+
+
+PROCEDURE = register(Procedure(kind="lottery", run=run_lottery, check=_check, stages=_stages, mask_path=_mask_path,
+                               trained_stage=_trained_stage, label=lambda cfg: "IMP", levels=True,
+                               summary_file=None))

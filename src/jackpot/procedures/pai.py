@@ -21,10 +21,11 @@ from ..errors import JackpotError
 from ..sparse import Masks
 from ..sparse.distributions import budget_report, check_collapse, counts_from_densities
 from ..sparse.pruning import keep_top
-from ..sparse.scores import compute_scores, iterative_prune
+from ..sparse.scores import compute_scores, init_scales, iterative_prune
 from ..store import Run, atomic_write_json
 from ..train import train_stage
 from .context import RunContext, report_stage
+from .registry import Procedure, register
 
 
 def scoring_batches(ctx: RunContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -40,15 +41,42 @@ def scoring_batches(ctx: RunContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def score_options(ctx: RunContext, model: torch.nn.Module) -> dict:
     """Everything a score may need besides the batches: the seeded generator, the input shape and
     each layer's initial std (magnitude-init-normalized keeps dividing by it in later rounds)."""
-    params = dict(model.named_parameters())
     return {"generator": ctx.generator("score"), "input_shape": ctx.dataset.input_shape,
-            "init_scale": {n: float(params[n].detach().float().std()) for n in ctx.prunable(model)}}
+            "init_scale": init_scales(dict(model.named_parameters()), ctx.prunable(model))}
+
+
+# A global budget's layer collapse depends on the scores. A sweep's preflight computes the mask
+# (for every run, before launching any) only when that is cheap: data-free scores up to this many
+# weights x rounds, one-round SNIP/SynFlow on models up to PREFLIGHT_WEIGHTS. GraSP (double
+# backprop), iterative SNIP/SynFlow and larger models are checked as each run starts, still before
+# its directory exists. (README "Guarantees" says so.)
+DATA_FREE_SCORES = ("magnitude", "magnitude-init-normalized", "random")
+PREFLIGHT_WEIGHT_ROUNDS = 50_000_000
+PREFLIGHT_WEIGHTS = 5_000_000
+
+
+def cheap_to_score(ctx: RunContext, model: torch.nn.Module) -> bool:
+    """Whether the sweep's preflight computes this run's global-budget mask (see above)."""
+    p = ctx.cfg.pai
+    weights = sum(param.numel() for param in model.parameters())
+    if p.score in DATA_FREE_SCORES:
+        return weights * p.rounds <= PREFLIGHT_WEIGHT_ROUNDS
+    return p.score in ("snip", "synflow") and p.rounds == 1 and weights <= PREFLIGHT_WEIGHTS
 
 
 def check_budget(ctx: RunContext, model: torch.nn.Module) -> dict[str, float] | None:
-    """The refusals of a budget that need no scores (a sweep's preflight runs them for every run):
-    options that do not go together, an impossible custom budget, a layer a fixed budget empties.
-    Returns the per-layer densities of a fixed budget, None for the global one."""
+    """The refusals of a budget a sweep's preflight makes for every run: options that do not go
+    together, an impossible custom budget, a layer a fixed budget empties, and a layer a global
+    budget empties when its scores are cheap (cheap_to_score). Returns the per-layer densities of
+    a fixed budget, None for the global one."""
+    densities = _fixed_budget(ctx, model)
+    if densities is None and cheap_to_score(ctx, model):
+        pai_masks(ctx, model)  # refuses a layer collapse
+    return densities
+
+
+def _fixed_budget(ctx: RunContext, model: torch.nn.Module) -> dict[str, float] | None:
+    """The refusals that need no scores; the per-layer densities of a fixed budget, None for global."""
     p = ctx.cfg.pai
     if p.budget == "global":
         if p.min_layer_density or p.layer_densities:
@@ -69,7 +97,7 @@ def check_budget(ctx: RunContext, model: torch.nn.Module) -> dict[str, float] | 
 def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
     """The mask a prune-at-init config gives on `model`, and its budget report."""
     p = ctx.cfg.pai
-    densities = check_budget(ctx, model)
+    densities = _fixed_budget(ctx, model)
     names = ctx.prunable(model)
     full = Masks.ones_for(model, names)
     opts = {**score_options(ctx, model), "invert": p.invert}
@@ -100,9 +128,8 @@ def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=Non
         model = ctx.new_model(("init",))
         ctx.save_once(model.state_dict(), "init.pt")
         mask_path = ctx.run.stage("mask.pt")
-        if mask_path.exists():
-            masks = Masks.load(mask_path)
-        else:
+        masks = ctx.saved_mask(mask_path, trained_on=[ctx.run.stage("train")])  # None: missing or damaged
+        if masks is None:
             masks, report = found.pop("mask", None) or pai_masks(ctx, model)  # the same mask either way
             atomic_write_json(ctx.run.stage("budget.json"), report)
             masks.save(mask_path)
@@ -117,3 +144,15 @@ def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=Non
                            "layers": masks.report()})
         progress(f"done: {ctx.run.path}")
     return ctx.run
+
+
+def label(cfg: RunConfig) -> str:
+    """`snip/global`, `snip inverted/erk`: the score (inverted or not) and the budget."""
+    p = cfg.pai
+    return f"{p.score}{' inverted' if p.invert else ''}/{p.budget}"
+
+
+PROCEDURE = register(Procedure(kind="pai", run=run_pai, check=check_budget, stages=lambda cfg: ["train"],
+                               mask_path=lambda run, level=None: run.stage("mask.pt"),
+                               trained_stage=lambda run, level=None, arm="": run.stage("train"),
+                               label=label, levels=False))

@@ -22,6 +22,7 @@ from ..sparse.gmp import GradualMagnitude
 from ..store import Run, atomic_write_json
 from ..train import train_stage
 from .context import RunContext, report_stage
+from .registry import Procedure, register
 
 METHODS = ("dense", "small-dense", "gmp", *DST_METHODS)
 
@@ -147,3 +148,16 @@ def _summary(ctx: RunContext, model: torch.nn.Module, total: int, width: float, 
             "train_flops_ratio": train_flops / dense_train, "size_bits": size["sparse"],
             "size_ratio": size["sparse"] / model_size_bits(dense_model)["dense"], "steps": total,
             "layers": masks.report() if masks else []}
+
+
+def label(cfg: RunConfig) -> str:
+    """`rigl (erk)`, `rigl (erk) 5x`, `gmp`, `dense`: the method, its initial distribution, --extend."""
+    s = cfg.sparse
+    text = s.method if s.method in ("dense", "gmp") else f"{s.method} ({s.distribution})"
+    return text + (f" {s.extend:g}x" if s.extend != 1 else "")
+
+
+PROCEDURE = register(Procedure(kind="sparse", run=run_sparse, check=check, stages=lambda cfg: ["train"],
+                               mask_path=lambda run, level=None: run.stage("train", "mask.pt"),
+                               trained_stage=lambda run, level=None, arm="": run.stage("train"),
+                               label=label, levels=False))

@@ -51,18 +51,20 @@ def run_stability(run: Run, levels: list[int], rewinds: list[str], alphas: int =
         raise JackpotError(f"run {run.path.name} trains with --no-shuffle: every copy takes the batches in "
                            "the same order, so there is no SGD noise to measure; stability needs a shuffled run")
     total = ctx.total_steps
-    results = []
-    if any(not (run.path / "stability" / f"level_{level:02d}-k{ctx.steps(text)}" / "result.json").exists()
-           for level in levels for text in rewinds):
+    # every refusal (a level not computed yet, a rewind too late) before stability/ exists
+    masks = {level: _level_masks(ctx, level) for level in levels}
+    steps = {text: ctx.steps(text) for text in rewinds}
+    for text, k in steps.items():
+        if k >= total:
+            raise JackpotError(f"rewind {text} ({k} steps) is not before the end of training ({total})")
+    if any(not (run.path / "stability" / f"level_{level:02d}-k{k}" / "result.json").exists()
+           for level in levels for k in steps.values()):
         check_threads(run.path)  # the replay to step k must give the run's own weights
+    results = []
     with Run(run.path / "stability").lock():
         for level in levels:
-            masks = _level_masks(ctx, level)
             for text in rewinds:
-                k = ctx.steps(text)
-                if k >= total:
-                    raise JackpotError(f"rewind {text} ({k} steps) is not before the end of training ({total})")
-                results.append(_point(ctx, level, masks, k, total, alphas))
+                results.append(_point(ctx, level, masks[level], steps[text], total, alphas))
     return results
 
 

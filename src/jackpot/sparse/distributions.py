@@ -16,10 +16,9 @@ import math
 import torch
 from torch import nn
 
-from ..errors import JackpotError
-from .masks import Masks, keep_count
-from .prunable import layer_of
-from .pruning import _top
+from ..errors import JackpotError, check_fraction
+from .masks import Masks, keep_count, random_positions, top_k
+from .prunable import layer_of, weight_layers
 
 _EPS = 1e-9
 
@@ -69,7 +68,7 @@ def _global(free, rest, info):
     missing = [n for n in free if n not in scores]
     if missing:
         raise JackpotError(f"the global budget has no scores for {', '.join(missing)}")
-    keep = _top(torch.cat([scores[n].detach().float().flatten().cpu() for n in free]), int(math.floor(rest + 0.5)))
+    keep = top_k(torch.cat([scores[n].detach().float().flatten().cpu() for n in free]), int(math.floor(rest + 0.5)))
     out, offset = {}, 0
     for n in free:
         out[n] = int(keep[offset: offset + info["sizes"][n]].sum()) / info["sizes"][n]
@@ -139,15 +138,14 @@ def layer_densities(budget: str, model: nn.Module, names: list[str], density: fl
     """
     if budget not in BUDGETS:
         raise JackpotError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
-    if not (isinstance(density, (int, float)) and 0.0 < density <= 1.0):
-        raise JackpotError(f"target density must be in (0, 1], got {density!r}")
+    check_fraction(density, "target density")
     if not names:
         raise JackpotError("no parameters to distribute a density over")
     params = dict(model.named_parameters())
     unknown = [n for n in names if n not in params]
     if unknown:
         raise JackpotError(f"the model has no parameter {', '.join(unknown)}")
-    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    layers = weight_layers(model)
     modules = dict(model.named_modules())
     info = {"sizes": {n: params[n].numel() for n in names}, "shapes": {n: tuple(params[n].shape) for n in names},
             "kinds": {n: _kind(modules[layer_of(n)]) for n in names},
@@ -215,12 +213,8 @@ def random_masks(model: nn.Module, names: list[str], densities: dict[str, float]
     """Uniformly random positions with exactly keep_count(d_l, N_l) weights kept per layer."""
     params = dict(model.named_parameters())
     counts = counts_from_densities({n: densities[n] for n in names}, {n: params[n].numel() for n in names})
-    out = Masks()
-    for n in names:
-        flat = torch.zeros(params[n].numel(), dtype=torch.bool)
-        flat[torch.randperm(flat.numel(), generator=generator)[: counts[n]]] = True
-        out[n] = flat.view(params[n].shape).to(params[n].device)
-    return out
+    return Masks({n: random_positions(params[n].numel(), counts[n], generator).view(params[n].shape).to(params[n].device)
+                  for n in names})
 
 
 def budget_report(model: nn.Module, names: list[str], densities: dict[str, float],
@@ -234,10 +228,12 @@ def budget_report(model: nn.Module, names: list[str], densities: dict[str, float
     return {"layers": rows, "target": target, "achieved": sum(counts.values()) / total}
 
 
-def check_collapse(counts: dict[str, int], allow: bool = False) -> None:
+def check_collapse(counts: dict[str, int], allow: bool = False,
+                   refusal: str = "layer collapse: {layers} would keep no weights "
+                                  "(lower the sparsity, set a minimum layer density, or allow collapse)") -> None:
     """Refuse a budget or mask that prunes a whole layer away (it disconnects the network: SynFlow on
-    ResNet shortcuts, Synaptic-Flow issue #7) unless explicitly allowed."""
+    ResNet shortcuts, Synaptic-Flow issue #7) unless explicitly allowed; `refusal` is the message,
+    `{layers}` the emptied ones."""
     dead = [n for n, c in counts.items() if c == 0]
     if dead and not allow:
-        raise JackpotError(f"layer collapse: {', '.join(dead)} would keep no weights "
-                           "(lower the sparsity, set a minimum layer density, or allow collapse)")
+        raise JackpotError(refusal.format(layers=", ".join(dead)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import JackpotError
+from ..errors import JackpotError, check_fraction
 from .pruning import prune_to_density, scores_magnitude
 
 
@@ -23,8 +23,7 @@ class GradualMagnitude:
     scope: str = "layerwise"
 
     def __post_init__(self):
-        if not 0 < self.final_density <= 1:
-            raise JackpotError(f"final density must be in (0, 1], got {self.final_density}")
+        check_fraction(self.final_density, "final density")
         if self.every <= 0:
             raise JackpotError(f"pruning frequency must be positive, got {self.every}")
         if not 0 <= self.start <= self.end:

@@ -19,6 +19,52 @@ def keep_count(density: float, n: int) -> int:
     return min(n, int(math.floor(density * n + 0.5)))
 
 
+def top_k(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None, ties: str = "index") -> torch.Tensor:
+    """Bool mask (the shape of `scores`) of the k highest scores, compared as float32, among the
+    `allowed` positions (every position when None; all allowed ones when there are at most k).
+
+    ties="index": a stable full sort, so the earliest index wins among equal scores (pruning's
+    documented rule); ties="topk": torch.topk's partial selection (~10x cheaper than a full sort on
+    0.2M entries, which DST pays at every update), deterministic for a given input but not by index.
+    When few positions are allowed (the active weights), only those are scored.
+    """
+    flat = scores.flatten()
+    allowed_flat = None if allowed is None else allowed.flatten()
+    n_allowed = flat.numel() if allowed_flat is None else int(allowed_flat.sum())
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=(scores if allowed is None else allowed).device)
+    if k <= 0:
+        return keep.view(scores.shape)
+    if k >= n_allowed:
+        return ~keep.view(scores.shape) if allowed is None else allowed.clone()
+    if allowed_flat is not None and 8 * n_allowed < flat.numel():
+        candidates = allowed_flat.nonzero().squeeze(1)
+        keep[candidates[_best(flat[candidates].float(), k, ties)]] = True
+    else:
+        values = flat.float() if allowed_flat is None else torch.where(allowed_flat, flat.float(), float("-inf"))
+        keep[_best(values, k, ties)] = True
+    return keep.view(scores.shape)
+
+
+def _best(values: torch.Tensor, k: int, ties: str) -> torch.Tensor:
+    if ties == "index":
+        return torch.argsort(values, descending=True, stable=True)[:k]
+    if ties == "topk":
+        return torch.topk(values, k, sorted=False).indices
+    raise ValueError(f"unknown tie rule {ties!r}")
+
+
+def random_positions(size: int, count: int, generator: torch.Generator,
+                     allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat bool tensor of `size` entries with `count` of them True, drawn uniformly (among the flat
+    indices `allowed`, when given) by one randperm of the pool: the one way every random mask is drawn,
+    so a seed gives the same positions whichever builder asks."""
+    flat = torch.zeros(size, dtype=torch.bool)
+    pool = size if allowed is None else allowed.numel()
+    picked = torch.randperm(pool, generator=generator)[:count]
+    flat[picked if allowed is None else allowed[picked]] = True
+    return flat
+
+
 class Masks(dict):
     """A dict of bool tensors keyed by parameter name (True = weight kept)."""
 
@@ -57,10 +103,8 @@ class Masks(dict):
         keeps, when given: a full `within` gives the same draw as none)."""
         out = Masks()
         for n, m in self.items():
-            flat = torch.zeros(m.numel(), dtype=torch.bool)
-            allowed = torch.arange(m.numel()) if within is None else within[n].flatten().cpu().nonzero().squeeze(1)
-            flat[allowed[torch.randperm(allowed.numel(), generator=generator)[: int(m.sum())]]] = True
-            out[n] = flat.view(m.shape).to(m.device)
+            allowed = None if within is None else within[n].flatten().cpu().nonzero().squeeze(1)
+            out[n] = random_positions(m.numel(), int(m.sum()), generator, allowed).view(m.shape).to(m.device)
         return out
 
     def random_in_groups(self, generator: torch.Generator, groups: list[list[str]]) -> "Masks":
@@ -69,8 +113,7 @@ class Masks(dict):
         out = Masks()
         for names in groups:
             sizes = [self[n].numel() for n in names]
-            flat = torch.zeros(sum(sizes), dtype=torch.bool)
-            flat[torch.randperm(flat.numel(), generator=generator)[: sum(int(self[n].sum()) for n in names)]] = True
+            flat = random_positions(sum(sizes), sum(int(self[n].sum()) for n in names), generator)
             for n, part in zip(names, flat.split(sizes)):
                 out[n] = part.view(self[n].shape).to(self[n].device)
         return Masks({n: out[n] for n in self})

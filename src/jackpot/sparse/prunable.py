@@ -4,13 +4,12 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import JackpotError
-
-PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from ..models.layers import WEIGHT_LAYERS
 
 
 def weight_layers(model: nn.Module) -> list[str]:
     """Module names of conv/linear layers, in registration (data-flow) order."""
-    return [name for name, mod in model.named_modules() if isinstance(mod, PRUNABLE_MODULES)]
+    return [name for name, mod in model.named_modules() if isinstance(mod, WEIGHT_LAYERS)]
 
 
 def prunable_names(model: nn.Module, keep_first: bool = False, keep_output: bool = False,

@@ -10,22 +10,13 @@ import math
 
 import torch
 
-from .masks import Masks, keep_count
+from .masks import Masks, keep_count, top_k
 from .prunable import layer_of
 
 
 def scores_magnitude(model: torch.nn.Module, masks: Masks) -> dict[str, torch.Tensor]:
     params = dict(model.named_parameters())
     return {n: params[n].detach().abs() for n in masks}
-
-
-def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the k highest entries of a flat tensor, earliest index first among ties."""
-    keep = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        order = torch.argsort(scores, descending=True, stable=True)
-        keep[order[:k]] = True
-    return keep
 
 
 def _masked(scores: dict[str, torch.Tensor], masks: Masks) -> dict[str, torch.Tensor]:
@@ -40,7 +31,7 @@ def keep_top_groups(scores: dict[str, torch.Tensor], masks: Masks,
     flat = _masked(scores, masks)
     out = {}
     for names, k in groups:
-        keep = _top(torch.cat([flat[n] for n in names]), k)
+        keep = top_k(torch.cat([flat[n] for n in names]), k)  # earliest index first among ties
         offset = 0
         for n in names:
             out[n] = keep[offset: offset + masks[n].numel()].view(masks[n].shape)

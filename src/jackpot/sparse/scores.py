@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import JackpotError
+from ..errors import JackpotError, check_fraction
 from .masks import Masks
 from .pruning import prune_to_density
 
@@ -70,6 +70,12 @@ def magnitude_init_normalized(model, masks, batches=None, loss_fn=F.cross_entrop
         scale = float(init_scale[n]) if init_scale and n in init_scale else float(p.detach().float().std())
         out[n] = p.detach().abs() / (scale if scale > 0 else 1.0)
     return out
+
+
+def init_scales(weights: dict[str, torch.Tensor], names) -> dict[str, float]:
+    """Each named tensor's std, from the initial weights (prune-at-init's fresh model, a lottery run's
+    init.pt): the `init_scale` magnitude_init_normalized divides by."""
+    return {n: float(weights[n].detach().float().std()) for n in names}
 
 
 def random(model, masks, batches=None, loss_fn=F.cross_entropy, generator=None, **_):
@@ -145,8 +151,7 @@ def iterative_prune(score_name: str, model: nn.Module, masks: Masks, batches, de
     each round (iterative SynFlow: 100 rounds; 1 round = one-shot). Round k targets d^(k/n)
     (exponential) or 1-(1-d)k/n (linear). Global scope ends at exactly keep_count(density, total);
     layerwise scope keeps keep_count(d_k, N_l) in every layer."""
-    if not 0.0 < density <= 1.0:
-        raise JackpotError(f"target density must be in (0, 1], got {density}")
+    check_fraction(density, "target density")
     if rounds < 1:
         raise JackpotError(f"rounds must be at least 1, got {rounds}")
     if schedule not in ("exponential", "linear"):

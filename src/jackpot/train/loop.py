@@ -26,7 +26,7 @@ from ..sparse import Masks, Sparsifier
 from ..launch import ddp
 from ..errors import JackpotError
 from ..store import (atomic_torch_save, atomic_write_json, atomic_write_text, is_primary, make_dirs, read_json,
-                     safe_torch_load, stage_problem, weights_mismatch)
+                     safe_torch_load, stage_problem, weights_mismatch, writing)
 from .optim import build_optimizer, lr_at
 
 EVAL_BATCH = 1000
@@ -292,7 +292,7 @@ class _MetricsLog:
     def write(self, record: dict) -> None:
         if self.path is None:
             return
-        with open(self.path, "a") as f:
+        with writing(self.path), open(self.path, "a") as f:  # a full disk: one line, not a traceback
             f.write(json.dumps(finite_json(record), sort_keys=True) + "\n")
             f.flush()
 

@@ -1,0 +1,54 @@
+"""The procedures by kind: how each one runs, refuses, lays out its files and reads back.
+
+Each procedure module registers one `Procedure` at import; cli, launch, export and analysis ask
+`procedure(cfg.kind)` instead of comparing kind strings. A new procedure is one module that
+defines its run/check/layout functions and calls `register`, plus its import in
+`procedures/__init__.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import JackpotError
+
+
+@dataclass(frozen=True)
+class Procedure:
+    kind: str
+    run: Callable            # (cfg, root, device, progress, wait) -> Run
+    check: Callable          # (ctx, model) -> anything; refusals made before the run directory exists
+    stages: Callable         # cfg -> stage directories (relative) a finished run has
+    mask_path: Callable      # (run, level | None) -> Path of a mask (None: the last one)
+    trained_stage: Callable  # (run, level | None, arm) -> Path of a trained sparse stage
+    label: Callable          # cfg -> how tables and listings name the method
+    levels: bool             # results per pruning level (lottery) or one summary per run
+    summary_file: str | None = "summary.json"  # written last by single-summary procedures
+
+
+_REGISTRY: dict[str, Procedure] = {}
+
+
+def register(p: Procedure) -> Procedure:
+    if p.kind in _REGISTRY:
+        raise ValueError(f"procedure {p.kind!r} registered twice")
+    _REGISTRY[p.kind] = p
+    return p
+
+
+def procedure(kind: str) -> Procedure:
+    p = _REGISTRY.get(kind)
+    if p is None:
+        raise JackpotError(f"unknown procedure {kind!r}; choose {', '.join(_REGISTRY)}")
+    return p
+
+
+def kinds() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def last_level(run_path: Path) -> int | None:
+    """The highest pruned level whose mask exists, or None."""
+    levels = sorted(Path(run_path).glob("level_*/mask.pt"))
+    return int(levels[-1].parent.name[len("level_"):]) if levels else None
