@@ -179,7 +179,7 @@ def _run_line(run) -> tuple[str, str, str]:
     """(what, weights remaining, status) of a run, whatever its procedure."""
     from .analysis.lottery_report import level_results
     from .analysis.summary import method_label, run_diverged, run_summary
-    from .launch.sweep import finished_state
+    from .procedures import finished_state
     from .procedures import procedure
     cfg = run.config()
     if procedure(cfg.kind).levels:

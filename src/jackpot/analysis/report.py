@@ -22,11 +22,14 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from ..config import canonical
 from ..errors import JackpotError
+from ..procedures import procedure
+from ..sparse import Masks
 from ..store import Run, list_runs, make_dirs, read_json, stage_done, writing
+from ..train.loop import read_metrics
 from .axes import log_axis
 from .stats import mean_std
-from ..procedures import procedure
 from .summary import count_cell, method_label, run_summary
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -74,7 +77,6 @@ def _flat(canon: dict) -> dict:
 
 
 def _metrics(path: Path) -> list[dict]:
-    from ..train.loop import read_metrics
     return read_metrics(path)
 
 
@@ -95,7 +97,6 @@ def collect(runs: list[Run]) -> list[dict]:
             cfg = run.config()
         except JackpotError:
             continue
-        from ..config import canonical
         infos.append((run, cfg, _flat(canonical(cfg))))
     # a field that differs between runs of one method (an lr grid...) goes into its label
     groups = defaultdict(list)
@@ -142,7 +143,6 @@ def _base_method(cfg) -> str:
 
 
 def _lottery_points(run: Run, cfg, base: dict, suffix: str) -> list[dict]:
-    from ..sparse import Masks
     out = []
     for level_dir in sorted(run.path.glob("level_*")):
         level = int(level_dir.name.split("_")[1])

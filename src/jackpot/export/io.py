@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import JackpotError
+from ..models import create_model
 from ..store import atomic_torch_save, safe_torch_load
 from .exporter import CONVS, _set_module
 from .kernels import build_linear, csr_parts, csr_to_dense, linear_weight
@@ -75,7 +76,6 @@ def load_exported(path: str | Path) -> nn.Module:
 
 
 def _rebuild(data: dict, path) -> nn.Module:
-    from ..models import create_model
 
     arch = data["arch"]
     model = create_model(arch["name"], tuple(arch["input_shape"]), arch["num_classes"])

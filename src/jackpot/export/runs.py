@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import JackpotError
-from ..models import create_model
+from ..models import create_model, list_models
 from ..procedures import procedure
 from ..procedures.context import read_dataset_record
-from ..sparse import Masks
+from ..sparse import Masks, prunable_names
+from ..sparse.distributions import layer_densities, random_masks
 from ..store import Run, load_weights, stage_done, stage_problem
 
 
@@ -32,9 +33,6 @@ def trained_sparse(run: Run, level: int | None = None, arm: str = "ticket") -> t
 def random_sparse(model_name: str, density: float, budget: str = "uniform", seed: int = 0):
     """(freshly initialised model, random masks at `density` under `budget`, arch) of a zoo model
     at its default input shape: for benchmarking speed without a trained run."""
-    from ..models import list_models
-    from ..sparse import prunable_names
-    from ..sparse.distributions import layer_densities, random_masks
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model(model_name)

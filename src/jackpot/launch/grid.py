@@ -14,8 +14,14 @@ import dataclasses
 import itertools
 from typing import Any
 
-from ..config import GROUPS, KIND_GROUPS, RunConfig, canonical, derive_seed, run_hash, scalar_type, validate
+from ..config import (GROUPS, KIND_GROUPS, RunConfig, SparseConfig, canonical, derive_seed, run_hash, scalar_type,
+                      validate)
+from ..data import load_dataset
 from ..errors import JackpotError
+from ..models import create_model
+from ..procedures import checker, finished_state
+from ..procedures.context import RunContext
+from ..store import Run, check_threads
 
 
 def resolve_field(name: str, kind: str) -> tuple[str | None, dataclasses.Field | None]:
@@ -110,7 +116,6 @@ def expand(base: RunConfig, grid: dict[str, list]) -> list[tuple[RunConfig, dict
         if cfg.kind == "sparse" and cfg.sparse.method == "dense":
             # the dense baseline ignores every sparse setting but --extend: one run per seed, not
             # one per density of the grid
-            from ..config import SparseConfig
             cfg = dataclasses.replace(cfg, sparse=SparseConfig(method="dense", extend=cfg.sparse.extend))
         try:
             validate(cfg)
@@ -136,12 +141,6 @@ def preflight(cfgs: list[RunConfig], labels: list[dict] | None = None, root=None
     as its command makes them), and for a run in store `root` begun but unfinished, that the
     sweep's `threads` are the count it was begun with: no launched run fails on something its
     config or its record already says."""
-    from ..data import load_dataset
-    from ..models import create_model
-    from ..procedures import checker
-    from ..procedures.context import RunContext
-    from ..store import Run, check_threads
-    from .sweep import finished_state
     shapes, datasets = {}, {}
     for i, cfg in enumerate(cfgs):
         d = cfg.data

@@ -27,31 +27,14 @@ from pathlib import Path
 
 from ..config import RunConfig, canonical, from_dict, run_hash, to_dict
 from ..errors import JackpotError
-from ..procedures import procedure, run as run_procedure
-from ..store import Run, atomic_write_json, make_dirs, read_json, stage_problem, store_root, writing
+from ..procedures import finished_state, run as run_procedure
+from ..store import Run, atomic_write_json, atomic_write_text, make_dirs, read_json, store_root, writing
 
 BUSY_MESSAGE = "being computed by another process"
 FINISHED = ("done", "diverged")
 
 
 # --- run state ------------------------------------------------------------------------------------
-
-def finished_state(path: Path, cfg: RunConfig) -> str | None:
-    """'done', 'diverged' (finished, but some stage's training diverged) or None (not finished)."""
-    path = Path(path)
-    proc = procedure(cfg.kind)
-    if proc.summary_file and not (path / proc.summary_file).exists():
-        return None
-    diverged = False
-    for stage in proc.stages(cfg):
-        if stage_problem(path / stage):  # not finished, or its files lost or damaged since
-            return None
-        try:
-            diverged |= bool(json.loads((path / stage / "done.json").read_text()).get("diverged"))
-        except (OSError, json.JSONDecodeError):  # removed meanwhile by a recomputing process
-            return None
-    return "diverged" if diverged else "done"
-
 
 # --- the record -----------------------------------------------------------------------------------
 
@@ -316,7 +299,6 @@ def run_sweep(sweep: Sweep, launcher, device: str = "cpu", threads: int = 1, ret
                 elif status == "failed":
                     state[name] = "failed"
                     errors[name] = result.get("summary", "")
-                    from ..store import atomic_write_text
                     atomic_write_text(errors_dir / f"{name}.txt", result.get("error", "") + "\n")
                 else:
                     state[name] = status

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import lottery, pai, sparse_training  # noqa: F401  (each registers its procedure)
-from .registry import Procedure, kinds, procedure
+from .registry import Procedure, finished_state, kinds, procedure
 
-__all__ = ["Procedure", "checker", "kinds", "procedure", "run", "run_job", "runner"]
+__all__ = ["Procedure", "checker", "finished_state", "kinds", "procedure", "run", "run_job", "runner"]
 
 
 def runner(kind: str):

@@ -35,11 +35,14 @@ import torch
 from ..config import RunConfig, canonical, derive_seed, same_hashed, split_list, to_dict
 from ..errors import JackpotError
 from ..sparse import Masks
+from ..sparse.prunable import check_layer_names, layer_of, output_layer
 from ..sparse.pruning import keep_top, scores_magnitude
-from ..sparse.prunable import layer_of, output_layer
+from ..sparse.scores import compute_scores
 from ..store import Run, atomic_write_json, check_threads, read_json, safe_torch_load, stage_done
 from ..train import lr_at, train_stage
 from .context import RunContext, report_stage
+from .lottery import _start_weights, arm_span, level_dir, ranking_weights
+from .pai import score_options, scoring_batches
 
 BRANCH_KINDS = ("reinit", "rearrange", "shuffle", "invert", "retrain")
 
@@ -89,7 +92,6 @@ def ticket_source(ctx: RunContext, level: int, retrain: str = "", arm: str = "ti
             cfg.lottery, retrain=retrain)))
         cfg = ctx.cfg
     if cfg.kind == "lottery":
-        from .lottery import _start_weights, arm_span, level_dir
         if level < 1:
             raise JackpotError("branch from a pruned level: --level must be >= 1")
         mask_path = level_dir(run, level) / "mask.pt"
@@ -131,14 +133,11 @@ def apply_branch(ctx: RunContext, spec: BranchSpec, src: Source) -> Source:
 
 def _inverted(ctx: RunContext, level: int, ticket: Masks) -> Masks:
     if ctx.cfg.kind == "pai":  # the run's score, inverted, inside each layer's count
-        from ..sparse.scores import compute_scores
-        from .pai import score_options, scoring_batches
         model = ctx.new_model(("init",))
         full = Masks({n: torch.ones_like(m) for n, m in ticket.items()})
         scores = compute_scores(ctx.cfg.pai.score, model, full, scoring_batches(ctx),
                                 **{**score_options(ctx, model), "invert": not ctx.cfg.pai.invert})
         return keep_top(scores, full, ticket.layer_counts())
-    from .lottery import level_dir, ranking_weights
     previous = Masks.load(level_dir(ctx.run, level - 1) / "mask.pt") if level > 1 else \
         Masks({n: torch.ones_like(m) for n, m in ticket.items()})
     trained = ranking_weights(ctx, level - 1)
@@ -192,7 +191,6 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
     src = apply_branch(pctx, spec, ticket_source(pctx, spec.level, spec.retrain,
                                                  arm="reinit" if spec.kind == "reinit" else "ticket"))
     target = bctx.new_model(("transfer-init", spec.seed))
-    from ..sparse.prunable import check_layer_names
     check_layer_names(target, split_list(spec.exclude))
     src, mapping = transfer(src, target, split_list(spec.exclude), prunable=bctx.prunable(target))
     if not same_hashed(cfg.train, parent_cfg.train):  # new training: its own span (start kept; fine-tuning at its final LR)

@@ -15,12 +15,14 @@ import torch
 
 from ..config import RunConfig, derive_seed, parse_checkpoint_every, parse_step, split_list, validate
 from ..data import load_dataset
+from ..data.corrupt import corrupt
 from ..data.dataset import Dataset
 from ..errors import JackpotError
 from ..models import create_model, is_vgg
-from ..sparse import Masks, prunable_names
-from ..store import Run, atomic_torch_save, stage_done
+from ..sparse import Masks, distributions, prunable_names
+from ..store import Run, atomic_torch_save, atomic_write_json, check_threads, stage_done
 from ..train import Stage
+from .registry import finished_state
 
 
 @dataclass
@@ -71,7 +73,6 @@ class RunContext:
         with self.run.lock(wait=self.wait, progress=self.progress):
             self.run.record_config(self.recorded or self.cfg)
             if dataset_record_problem(self.run.path):  # missing or damaged: what export/bench read
-                from ..store import atomic_write_json
                 d = self.dataset
                 atomic_write_json(self.run.stage(DATASET_RECORD), {
                     "input_shape": list(d.input_shape), "num_classes": d.num_classes,
@@ -94,7 +95,6 @@ class RunContext:
         if not d.corrupt:
             return self.dataset
         if not hasattr(self, "_finding"):
-            from ..data.corrupt import corrupt
             fraction = d.corrupt_fraction if d.corrupt_fraction is not None else (
                 0.5 if d.corrupt == "half" else 1.0)
             self._finding = corrupt(self.dataset, d.corrupt, fraction, self.generator("corrupt", d.corrupt))
@@ -139,8 +139,7 @@ class RunContext:
 
     def layer_densities(self, budget: str, model: torch.nn.Module, names: list[str], density: float, **kw):
         """Per-layer densities of a budget; smart ratio divides by l^2 for VGG-style nets (Su et al.)."""
-        from ..sparse.distributions import layer_densities
-        return layer_densities(budget, model, names, density, vgg_style=is_vgg(self.cfg.model.model), **kw)
+        return distributions.layer_densities(budget, model, names, density, vgg_style=is_vgg(self.cfg.model.model), **kw)
 
     @property
     def checkpoint_cadence(self) -> tuple[int, float]:
@@ -222,8 +221,6 @@ def read_dataset_record(run_dir: str | Path) -> dict:
 def _refuse_another_thread_count(ctx: RunContext) -> None:
     """A run with something left to compute (resumed, or extended by --levels) continues under the
     thread count it was begun with (store.check_threads); a finished one just shows its results."""
-    from ..launch.sweep import finished_state  # lazy: the sweep module runs procedures
-    from ..store import check_threads
     path = ctx.run.path
     if (path / "config.json").exists() and finished_state(path, ctx.cfg) is None:
         check_threads(path)

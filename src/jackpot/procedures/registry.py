@@ -7,11 +7,14 @@ defines its run/check/layout functions and calls `register`, plus its import in
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..config import RunConfig
 from ..errors import JackpotError
+from ..store import stage_problem
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,21 @@ def last_level(run_path: Path) -> int | None:
     """The highest pruned level whose mask exists, or None."""
     levels = sorted(Path(run_path).glob("level_*/mask.pt"))
     return int(levels[-1].parent.name[len("level_"):]) if levels else None
+
+
+def finished_state(path: Path, cfg: RunConfig) -> str | None:
+    """'done', 'diverged' (finished, but some stage's training diverged) or None (not finished):
+    every stage its procedure lays out is whole, and its summary is written."""
+    path = Path(path)
+    proc = procedure(cfg.kind)
+    if proc.summary_file and not (path / proc.summary_file).exists():
+        return None
+    diverged = False
+    for stage in proc.stages(cfg):
+        if stage_problem(path / stage):  # not finished, or its files lost or damaged since
+            return None
+        try:
+            diverged |= bool(json.loads((path / stage / "done.json").read_text()).get("diverged"))
+        except (OSError, json.JSONDecodeError):  # removed meanwhile by a recomputing process
+            return None
+    return "diverged" if diverged else "done"

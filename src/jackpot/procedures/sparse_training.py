@@ -16,7 +16,9 @@ import torch
 from ..config import RunConfig, split_list
 from ..errors import JackpotError
 from ..flops import TrainingFlopsMeter, examples_at, inference_flops, model_size_bits
+from ..models import width_for_params
 from ..sparse import Masks
+from ..sparse.distributions import counts_from_densities, random_masks
 from ..sparse.dst import METHODS as DST_METHODS, UpdateSchedule, make_method
 from ..sparse.gmp import GradualMagnitude
 from ..store import Run, atomic_write_json
@@ -41,7 +43,6 @@ def extended_train(ctx: RunContext) -> tuple:
 
 def initial_masks(ctx: RunContext, model: torch.nn.Module) -> Masks:
     """Per-layer densities from --distribution, positions uniformly at random (seeded)."""
-    from ..sparse.distributions import random_masks
     s = ctx.cfg.sparse
     names = ctx.prunable(model)
     densities = ctx.layer_densities(s.distribution, model, names, s.density)
@@ -111,8 +112,6 @@ def _callback(ctx: RunContext, total: int, init_values: dict | None = None):
 
 def _small_dense_width(ctx: RunContext) -> float:
     """The width whose dense model has as many parameters as the sparse one (nnz + dense params)."""
-    from ..models import width_for_params
-    from ..sparse.distributions import counts_from_densities
     model = ctx.new_model(("init",))
     names = ctx.prunable(model)
     params = dict(model.named_parameters())

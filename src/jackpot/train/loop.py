@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig, derive_seed
+from ..data.augment import augment_batch
 from ..data.dataset import Dataset
 from ..sparse import Masks, Sparsifier
 from ..launch import ddp
@@ -256,7 +257,6 @@ class _Batches:
             idx = idx[ddp.rank()::ddp.dist_env().world_size]
         x = self.x[idx]
         if s.dataset.augment:
-            from ..data.augment import augment_batch
             g = torch.Generator().manual_seed(derive_seed(s.order_seed, "augment", step))
             x = augment_batch(x, s.dataset.augment, g)
         return x, self.y[idx]
