@@ -56,6 +56,16 @@ def _group_of(kind: str, name: str) -> str:
     return groups[0]
 
 
+def _su_random_ticket(model: str) -> dict:
+    """Su et al.'s CIFAR-10 training (SGD 0.1, batch 64, 160 epochs) of a smart-ratio random ticket."""
+    return {**_CIFAR_SGD, "dataset": "cifar10", "model": model, "weight_decay": 1e-4, "batch_size": 64,
+            "duration": "160ep", "milestones": "80ep,120ep", "score": "random", "budget": "smart-ratio",
+            "density": 0.1}
+
+
+_LTH_VGG19 = _cifar_global_imp("vgg-19", 64, "112000it", "56000it,84000it", keep_output=True, levels=20)
+
+
 def _lth_conv(name: str, convs: list[str], conv_rate: float, lr: float, steps: int, result: str) -> Recipe:
     return Recipe(
         f"lth-{name}-cifar10", "lottery", f"LTH paper {name.capitalize()} on CIFAR-10 (Adam, layerwise)",
@@ -106,8 +116,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "x0.1 at 56K and 84K, 10K warm-up iterations, weight decay 1e-4; global 20% of the convs per "
         "round, the fc layer kept",
         "tickets matching dense down to a few % of the weights at lr 0.1 only with warm-up [recall]",
-        _cifar_global_imp("vgg-19", 64, "112000it", "56000it,84000it", warmup="10000it", keep_output=True,
-                          levels=20),
+        {**_LTH_VGG19, "warmup": "10000it"},
         "needs CIFAR-10; a GPU run. jackpot's VGG-19 is OpenLTH's (BatchNorm, one Linear head)."),
     Recipe(
         "lth-vgg19-cifar10-late-reset", "lottery", "VGG-19 with late resetting instead of warm-up",
@@ -115,14 +124,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "without warm-up, survivors reset to iteration 500 with the LR schedule and data order resumed "
         "there",
         "late resetting finds matching tickets where resetting to iteration 0 does not [recall]",
-        _cifar_global_imp("vgg-19", 64, "112000it", "56000it,84000it", keep_output=True, rewind="500it",
-                          levels=20),
+        {**_LTH_VGG19, "rewind": "500it"},
         "needs CIFAR-10; a GPU run."),
     Recipe(
         "openlth-lenet-300-100", "lottery", "OpenLTH's mnist_lenet_300_100 defaults",
         "facebookresearch/open_lth models/mnist_lenet.py default_hparams [code]: SGD lr 0.1, no "
-        "momentum, batch 128, 40 epochs, kaiming_normal init, sparse_global pruning of ceil(20%) of the "
-        "remaining weights per level, fc.weight ignored",
+        "momentum, batch 128, 40 epochs, kaiming_normal init, sparse_global pruning per level (k = "
+        "ceil(20%) of the remaining weights, fc included, then the k + 1 smallest of the others), "
+        "fc.weight ignored",
         "OpenLTH run here on the 4000/1000 MNIST digits, 5 epochs per level (openlth.md 3.3): dense "
         "91.8%, then 92.3 / 92.2 / 92.2% at 80.0 / 64.0 / 51.2% of the weights",
         {"dataset": "mnist", "model": "lenet-300-100", "init": "kaiming-normal", "optimizer": "sgd", "lr": 0.1,
@@ -179,9 +188,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "random positions",
         "random tickets match SNIP (93.63 / 93.43 / 92.05%) and GraSP (93.30 / 93.04 / 92.19%) at 10 / 5 / "
         "2% of the weights; dense 94.23% (GraSP 2020 table, pai.md 3b [recall])",
-        {**_CIFAR_SGD, "dataset": "cifar10", "model": "vgg-19", "weight_decay": 1e-4, "batch_size": 64,
-         "duration": "160ep", "milestones": "80ep,120ep", "score": "random", "budget": "smart-ratio",
-         "density": 0.1},
+        _su_random_ticket("vgg-19"),
         "needs CIFAR-10; a GPU run. --score snip / grasp gives the baselines of the same table."),
     Recipe(
         "su-resnet32-cifar10", "pai", "Su et al. random tickets (smart ratio) on ResNet-32, CIFAR-10",
@@ -189,9 +196,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "(their ResNet32 has widths 32/64/128, twice jackpot's He et al. resnet-32 at 16/32/64)",
         "random tickets match SNIP (92.59 / 91.01 / 87.51%) and GraSP (92.38 / 91.39 / 88.81%) at 10 / 5 / "
         "2% of the weights; dense 94.80% (GraSP 2020 table, pai.md 3b [recall])",
-        {**_CIFAR_SGD, "dataset": "cifar10", "model": "resnet-32", "weight_decay": 1e-4, "batch_size": 64,
-         "duration": "160ep", "milestones": "80ep,120ep", "score": "random", "budget": "smart-ratio",
-         "density": 0.1},
+        _su_random_ticket("resnet-32"),
         "needs CIFAR-10; a GPU run. jackpot's resnet-32 is the 16/32/64 network (0.47M weights), not "
         "the 2x wider one of the paper's table, so expect lower numbers than those quoted."),
     Recipe(

@@ -28,9 +28,8 @@ A schedule that prunes a layerwise group to zero by the last level is refused be
 The random-mask arm draws a fresh mask every level with the ticket's per-layer counts (not nested
 in the previous level's, except under lr-rewind/finetune: see Controls; with layerwise-joint, one
 draw over each layer's weight and bias together, as the notebook's random criterion on the
-flattened layer); --random-init own trains it
-from its own initialisation, fixed over levels (the notebook's random trial), instead of the
-ticket's start weights.
+flattened layer); --random-init own trains it from its own initialisation, fixed over levels (the
+notebook's random trial), instead of the ticket's start weights.
 
 Retraining (--retrain), after level L's mask is found on level L-1's trained ticket:
   rewind     weights rewound to step k (initialisation when k = 0), LR schedule and data order
@@ -61,7 +60,7 @@ from ..config import RunConfig, parse_layer_map, split_list
 from ..errors import JackpotError
 from ..sparse import Masks, prune, scores_magnitude
 from ..sparse.distributions import check_collapse, counts_from_densities
-from ..sparse.prunable import check_layer_names, layer_of, output_layer, weight_layers
+from ..sparse.prunable import check_layer_names, output_layer, weight_layers
 from ..sparse.pruning import keep_top, kept_count, prune_groups
 from ..sparse.scores import init_scales, magnitude_init_normalized
 from ..store import Run, load_weights, safe_torch_load
@@ -119,8 +118,8 @@ def _dense_weights(model: torch.nn.Module, masks: Masks) -> int:
     """Weights of conv/linear layers the masks leave out (--keep-output...): OpenLTH's rounding
     counts them among the remaining weights."""
     params = dict(model.named_parameters())
-    return sum(params[f"{layer}.weight" if layer else "weight"].numel() for layer in weight_layers(model)
-               if (f"{layer}.weight" if layer else "weight") not in masks)
+    weights = [f"{layer}.weight" if layer else "weight" for layer in weight_layers(model)]
+    return sum(params[n].numel() for n in weights if n not in masks)
 
 
 def _planned_collapse(ctx: RunContext, model: torch.nn.Module) -> None:
@@ -154,10 +153,10 @@ def _trained_ticket(ctx: RunContext, level: int) -> torch.nn.Module:
 def ranking_weights(ctx: RunContext, level: int) -> torch.nn.Module:
     """The weights whose magnitudes choose level+1's mask: the trained ticket, or its snapshot at
     --rank-at (the MNIST-1D notebook prunes by the step-1000 checkpoint of a 1501-step run)."""
-    snapshot = level_dir(ctx.run, level) / "ticket" / RANK_SNAPSHOT
     if not ctx.cfg.prune.rank_at or ctx.steps(ctx.cfg.prune.rank_at) >= ctx.total_steps:
         return _trained_ticket(ctx, level)
-    return load_weights(ctx.new_model(("init",)), snapshot, "ranking weights")
+    return load_weights(ctx.new_model(("init",)), level_dir(ctx.run, level) / "ticket" / RANK_SNAPSHOT,
+                        "ranking weights")
 
 
 def level_density(prune_cfg, level: int) -> float:
@@ -226,9 +225,7 @@ def arm_span(ctx: RunContext, arm: str, total: int, rewind: int) -> tuple[int, f
 def _random_arm_mask(ctx: RunContext, level: int, ticket: Masks) -> Masks:
     g = ctx.generator("random-mask", level)
     if ctx.cfg.prune.scope == "layerwise-joint" and not keeps_trained_weights(ctx.cfg.lottery.retrain):
-        layers: dict[str, list[str]] = {}
-        for n in ticket:  # a layer's weight and bias drawn together, as the ticket was ranked
-            layers.setdefault(layer_of(n), []).append(n)
+        layers, _ = prune_groups(list(ticket), 0.0, "layerwise-joint")  # weight and bias drawn together
         return ticket.random_in_groups(g, list(layers.values()))
     if not keeps_trained_weights(ctx.cfg.lottery.retrain) or level == 1:
         return ticket.random_like(g)  # level 1 prunes a dense network: the same draw either way
