@@ -1,20 +1,27 @@
-"""Shared benchmark helpers: one thread, interleaved repetitions, ratios of medians per round."""
+"""Shared benchmark helpers: one thread, interleaved repetitions, ratios of medians per round.
+Calls are timed by jackpot.export.timing (synchronized on CUDA, like export and `jackpot bench`)."""
 from __future__ import annotations
 
 import random
 import statistics
-import time
 from typing import Callable
 
 import torch
+
+from jackpot.export.timing import seconds_per_call
 
 
 def setup_threads(n: int = 1) -> None:
     torch.set_num_threads(n)
 
 
+def option(argv: list[str], name: str, default: str) -> str:
+    """The value after `name` in argv (`--device cuda`), else default."""
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
 def interleaved_ratio(candidates: dict[str, Callable[[], None]], baseline: str, rounds: int,
-                      reps: int, seed: int = 0) -> dict[str, dict]:
+                      reps: int, seed: int = 0, device=None) -> dict[str, dict]:
     """Time each candidate `reps` times per round, candidates in random order each round.
 
     Returns per candidate the median seconds per call and the median over rounds of
@@ -27,11 +34,7 @@ def interleaved_ratio(candidates: dict[str, Callable[[], None]], baseline: str, 
         order = list(candidates)
         rng.shuffle(order)
         for name in order:
-            fn = candidates[name]
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / reps)
+            times[name].append(seconds_per_call(candidates[name], reps, device))
     out = {}
     for name, ts in times.items():
         ratios = sorted(t / b for t, b in zip(ts, times[baseline]))

@@ -1,7 +1,7 @@
 """Real sparse execution vs dense, in one process (1 thread, interleaved rounds, medians of
 per-round ratios t_dense / t_method; > 1 = faster). The ideal 1/(1-s) is printed beside each.
 
-  python bench/sparse_speed.py [--quick]
+  python bench/sparse_speed.py [--quick] [--device cuda] [--width 1024]
 
 Cases: 4-layer MLP (4 x Linear 4096x4096, ReLU) at 95/99%: training step (SparseLinear
 fwd+bwd+SGD on values) and inference at batch 1; LeNet-300-100 at 98% inference at batch 1;
@@ -17,18 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import interleaved_ratio, setup_threads
+from common import interleaved_ratio, option, setup_threads
 from jackpot.export import SparseLinear, export_model, summary
 from jackpot.models import create_model
 from jackpot.sparse import Masks, prunable_names, prune
 
 WIDTH, DEPTH, TRAIN_BATCH = 4096, 4, 64
+DEVICE = torch.device("cpu")  # --device: models, inputs and the clock (synchronized on CUDA)
 
 
 def random_masks(model, sparsity, seed=0):
     masks = Masks.ones_for(model, prunable_names(model))
     g = torch.Generator().manual_seed(seed)
-    return prune({n: torch.rand(m.shape, generator=g) for n, m in masks.items()}, masks, sparsity)
+    return prune({n: torch.rand(m.shape, generator=g).to(m.device) for n, m in masks.items()}, masks, sparsity)
 
 
 def baked(model, masks):
@@ -36,7 +37,7 @@ def baked(model, masks):
     with torch.no_grad():
         for n, p in out.named_parameters():
             if n in masks:
-                p.mul_(masks[n])
+                p.mul_(masks[n].to(p.device))
     return out
 
 
@@ -88,15 +89,15 @@ def speedups(res, base):
 
 def mlp_cases(sparsity, rounds):
     torch.manual_seed(0)
-    dense = mlp()
+    dense = mlp().to(DEVICE)
     masks = masks_for(dense, sparsity)
     ideal = 1 / (1 - sparsity)
     out = {"ideal": ideal}
     # Training: dense step, masked-dense step (re-mask after SGD), SparseLinear step.
-    x, target = torch.randn(TRAIN_BATCH, WIDTH), torch.randn(TRAIN_BATCH, WIDTH)
+    x, target = torch.randn(TRAIN_BATCH, WIDTH).to(DEVICE), torch.randn(TRAIN_BATCH, WIDTH).to(DEVICE)
     masked = baked(dense, masks).train()
     ws = [masked.get_submodule(n.rpartition(".")[0]).weight for n in masks]
-    fm = [m.float() for m in masks.values()]
+    fm = [m.float().to(DEVICE) for m in masks.values()]
     sparse = nn.Sequential(*[SparseLinear.from_dense(m, masks[f"{i}.weight"]) if isinstance(m, nn.Linear)
                              else m for i, m in enumerate(baked(dense, masks))])
     res = interleaved_ratio({
@@ -104,7 +105,7 @@ def mlp_cases(sparsity, rounds):
         "masked": train_step(masked, masked.parameters(), x, target,
                              after=lambda: torch._foreach_mul_([w.data for w in ws], fm)),
         "sparse": train_step(sparse, sparse.parameters(), x, target),
-    }, "dense", rounds=rounds, reps=1)
+    }, "dense", rounds=rounds, reps=1, device=DEVICE)
     line(f"MLP {DEPTH}x{WIDTH} train step B={TRAIN_BATCH} s={sparsity:.0%}", res, "dense", ideal)
     out["train"] = speedups(res, "dense")
     del masked, sparse, ws
@@ -119,11 +120,11 @@ def mlp_cases(sparsity, rounds):
             h = F.linear(h, w * mk, b)
             h = h.relu() if j < len(mw) - 1 else h
         return h
-    x1 = torch.randn(1, WIDTH)
+    x1 = torch.randn(1, WIDTH).to(DEVICE)
     with torch.no_grad():
         res = interleaved_ratio({"dense": lambda: ref(x1), "masked": lambda: masked_forward(x1),
                                  "exported": lambda: ex(x1), "all-csr": lambda: csr(x1)},
-                                "dense", rounds=rounds * 3, reps=5)
+                                "dense", rounds=rounds * 3, reps=5, device=DEVICE)
     line(f"MLP {DEPTH}x{WIDTH} inference B=1 s={sparsity:.0%}", res, "dense", ideal)
     out["infer_b1"] = speedups(res, "dense")
     out["infer_b1"]["formats"] = [r["format"] for r in summary(ex)]
@@ -134,7 +135,7 @@ def mlp_cases(sparsity, rounds):
 
 def end_to_end(name, model, masks, batch, shape, rounds, reps):
     """Exported (per-layer measured choice) vs every single-format model, same process."""
-    x = torch.randn(batch, *shape)
+    x = torch.randn(batch, *shape).to(DEVICE)
     models = {"dense": baked(model, masks), "exported": export_model(model, masks, batch)}
     for fmt in ("csr", "rows", "bsr"):
         single = export_model(model, masks, batch, formats=(fmt,), measure=False)
@@ -142,7 +143,7 @@ def end_to_end(name, model, masks, batch, shape, rounds, reps):
             models[f"all-{fmt}"] = single
     with torch.no_grad():
         res = interleaved_ratio({k: (lambda m=m: m(x)) for k, m in models.items()}, "dense",
-                                rounds=rounds, reps=reps)
+                                rounds=rounds, reps=reps, device=DEVICE)
     sp = speedups(res, "dense")
     best_single = max([1.0] + [v["speedup"] for k, v in sp.items() if k.startswith("all-")])
     sp["exported_vs_best_single"] = sp["exported"]["speedup"] / best_single
@@ -154,14 +155,15 @@ def end_to_end(name, model, masks, batch, shape, rounds, reps):
 def main(quick: bool = False) -> dict:
     setup_threads(1)
     rounds = 3 if quick else 7
-    results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(DEVICE),
+               "width": WIDTH}
     for s in (0.95, 0.99):
         results[f"mlp_{int(s * 100)}"] = mlp_cases(s, rounds)
         print(f"  export end to end / best single kernel (B=1, s={s:.0%}): "
               f"{results[f'mlp_{int(s * 100)}']['export_vs_best_single_b1']:.2f}")
 
     torch.manual_seed(0)
-    lenet = create_model("lenet-300-100").eval()
+    lenet = create_model("lenet-300-100").eval().to(DEVICE)
     masks = random_masks(lenet, 0.98)
     res, sp = end_to_end("lenet", lenet, masks, 1, (1, 28, 28), rounds * 5, 50)
     line("LeNet-300-100 inference B=1 s=98%", res, "dense", 50)
@@ -173,7 +175,7 @@ def main(quick: bool = False) -> dict:
 
     for batch in (1, 64):
         torch.manual_seed(0)
-        conv = create_model("conv-4").eval()
+        conv = create_model("conv-4").eval().to(DEVICE)
         masks = random_masks(conv, 0.9)
         res, sp = end_to_end("conv-4", conv, masks, batch, (3, 32, 32), rounds, 10 if batch == 1 else 1)
         line(f"Conv-4 inference B={batch} s=90%", res, "dense", 10)
@@ -185,6 +187,8 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
+    DEVICE = torch.device(option(sys.argv, "--device", "cpu"))
+    WIDTH = int(option(sys.argv, "--width", str(WIDTH)))
     out = main(quick="--quick" in sys.argv)
     if "--json" in sys.argv:
         print(json.dumps(out, indent=1, default=float))

@@ -154,16 +154,17 @@ def test_settings_a_method_reads_still_split_runs(cfg, other):
 
 
 def test_the_read_table_matches_the_methods_and_scores_it_names():
-    """DST_METHODS are dst.py's methods that update masks; only RigL reads dense gradients
+    """UPDATING are dst.py's methods that update masks; only RigL reads dense gradients
     (grad_accumulation); DATA_SCORES are exactly the scores that need scoring batches."""
     import torch
 
-    from jackpot.config import DATA_SCORES, DST_METHODS
+    from jackpot.procedures.pai import DATA_SCORES
+    from jackpot.procedures.sparse_training import UPDATING
     from jackpot.models import create_model
     from jackpot.sparse import Masks
     from jackpot.sparse.dst import METHODS
     from jackpot.sparse.scores import SCORES, compute_scores
-    assert set(DST_METHODS) == set(METHODS) - {"static"}
+    assert set(UPDATING) == set(METHODS) - {"static"}
     assert [n for n, cls in METHODS.items() if cls.needs_grad] == ["rigl"]
     model = create_model("lenet-300-100", (20,), 4)
     masks = Masks.ones_for(model, ["fc1.weight", "fc2.weight"])

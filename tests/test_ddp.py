@@ -60,7 +60,7 @@ def _worker(out: str) -> None:
     # the logged training loss of a stage is the whole batch's (batches of 7: shares of 4 and 3)
     from jackpot.train.loop import train_stage
     train_stage(_loss_stage(Path(out) / "stage"))
-    ddp.cleanup()
+    ddp.shutdown()
 
 
 def _loss_stage(path):

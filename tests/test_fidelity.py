@@ -101,8 +101,8 @@ def test_init_enters_the_hash_only_when_not_default():
 # --- recipes --------------------------------------------------------------------------------------
 
 def parse(argv):
-    from jackpot.cli import _recipe_name
-    name = _recipe_name(argv)
+    from jackpot.cli import recipe_name
+    name = recipe_name(argv)
     recipe = get_recipe(name, argv[0]) if name else None
     return build_parser(recipe).parse_args(argv)
 

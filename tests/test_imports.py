@@ -1,20 +1,36 @@
-"""The package's import graph (issue 13): no circles among module-level imports, and imports of
-jackpot modules inside functions only where they are still being removed (a ratchet: a module may
-lose lazy imports, never gain them)."""
+"""The package's import graph (issue 13): no circles among module-level imports, no import that
+runs back up the layers of docs/architecture.md, and no import inside a function but of an
+optional dependency (one that `pip install jackpot` does not bring)."""
 import ast
+import sys
 from pathlib import Path
 
 import jackpot
 
 ROOT = Path(jackpot.__file__).parent
 
-# Lazy imports of jackpot modules still left (issue 13): the CLI front ends defer their commands'
-# modules, config.py validates with the engine's method lists, masks.py saves through the store,
-# data/__init__ keeps `import jackpot.data` light. Lower a count when you remove some.
-LAZY_ALLOWED = {"jackpot.cli": 42, "jackpot.sweep_cli": 11, "jackpot.data": 6, "jackpot.config": 5,
-                "jackpot.sparse.masks": 2, "jackpot.launch.slurm": 2, "jackpot.data.fetch": 1,
-                "jackpot.analysis.report": 1, "jackpot.analysis.lottery_report": 1, "jackpot.launch.local": 1,
-                "jackpot.launch.ray_launcher": 1}
+# The layers of docs/architecture.md, lowest first: a module may import its own layer and those
+# below. The longest matching prefix decides (jackpot.launch.ddp sits below the other launchers).
+LAYERS = {
+    "jackpot.errors": 0, "jackpot.files": 0, "jackpot.config": 0,
+    "jackpot.data": 1, "jackpot.models": 1,
+    "jackpot.sparse": 2, "jackpot.flops": 2,
+    "jackpot.train": 3, "jackpot.store": 3, "jackpot.sweep_record": 3, "jackpot.launch.ddp": 3,
+    "jackpot.procedures": 4,
+    "jackpot.analysis": 5, "jackpot.export": 5,
+    "jackpot.launch": 6, "jackpot.recipes": 6, "jackpot.cli": 6, "jackpot.demo": 6,
+}
+# Imported inside the function that needs them: absent unless their extra is installed
+# (sklearn: digits; ray; submitit: slurm; tensorboard: report --tensorboard).
+OPTIONAL = {"sklearn", "ray", "submitit", "torch.utils.tensorboard"}
+
+
+def layer(mod: str) -> int:
+    if mod == "jackpot":
+        return 99  # the package itself imports every procedure (registration): the top
+    keys = [k for k in LAYERS if mod == k or mod.startswith(k + ".")]
+    assert keys, f"{mod} has no layer in tests/test_imports.py LAYERS (add it where it belongs)"
+    return LAYERS[max(keys, key=len)]
 
 
 def modules() -> dict[str, Path]:
@@ -44,6 +60,7 @@ def targets(mod: str, is_pkg: bool, node, known) -> set[str]:
 
 
 def graph():
+    """(module -> jackpot modules it imports at module level, module -> [lazy imports as text])."""
     known = modules()
     edges, lazy = {}, {}
     for mod, path in known.items():
@@ -57,13 +74,15 @@ def graph():
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
+            if id(node) not in top_ids:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                relative = isinstance(node, ast.ImportFrom) and node.level
+                if relative or not all(any(n == o or n.startswith(o + ".") for o in OPTIONAL) for n in names):
+                    lazy.setdefault(mod, []).append(ast.unparse(node))
+                continue
             found = targets(mod, path.name == "__init__.py", node, known) - {mod}
             # a submodule importing its own package (or a sibling through it) is no cycle
-            found = {t for t in found if not mod.startswith(t + ".")}
-            if id(node) in top_ids:
-                edges[mod] |= found
-            elif found:
-                lazy[mod] = lazy.get(mod, 0) + 1
+            edges[mod] |= {t for t in found if not mod.startswith(t + ".")}
     return edges, lazy
 
 
@@ -108,7 +127,34 @@ def test_a_planted_circle_is_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_no_new_lazy_imports_of_jackpot_modules():
+def test_no_import_inside_a_function_but_of_optional_dependencies():
     _, lazy = graph()
-    grown = {m: n for m, n in lazy.items() if n > LAZY_ALLOWED.get(m, 0)}
-    assert grown == {}, f"imports inside functions added (move them to the top of the module): {grown}"
+    assert lazy == {}, f"imports inside functions (move them to the top of the module): {lazy}"
+
+
+def test_no_import_runs_back_up_the_layers():
+    edges, _ = graph()
+    upward = sorted(f"{m} (layer {layer(m)}) imports {t} (layer {layer(t)})"
+                    for m, targets_ in edges.items() for t in targets_ if layer(t) > layer(m))
+    assert upward == []
+
+
+def test_the_checks_see_lazy_and_upward_imports(tmp_path, monkeypatch):
+    """The walk itself: a planted function-level import and an upward import are both found."""
+    pkg = tmp_path / "jackpot"
+    (pkg / "sparse").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "errors.py").write_text("from .sparse import masks\n\ndef f():\n    import ray\n    from . import config\n")
+    (pkg / "config.py").write_text("")
+    (pkg / "sparse" / "__init__.py").write_text("")
+    (pkg / "sparse" / "masks.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
+    edges, lazy = graph()
+    assert lazy == {"jackpot.errors": ["from . import config"]}  # ray is optional
+    assert edges["jackpot.errors"] == {"jackpot.sparse.masks"}
+    assert layer("jackpot.errors") < layer("jackpot.sparse.masks")
+
+
+def test_every_module_has_a_layer():
+    for mod in modules():
+        layer(mod)

@@ -101,7 +101,7 @@ def test_ever_active_fraction_is_the_union_of_the_masks_over_time():
 
 
 def test_mask_updates_are_kept_with_the_run_and_plotted(filled, tmp_path, monkeypatch):
-    from jackpot.analysis import report
+    from jackpot.analysis import render, report
     from jackpot.sparse import Masks
     store, groups = filled
     run = groups["rigl"][0]
@@ -123,7 +123,7 @@ def test_mask_updates_are_kept_with_the_run_and_plotted(filled, tmp_path, monkey
     assert strict_json((groups["static"][0] / "train" / "done.json").read_text())["mask_updates"] == []
 
     figures = {}
-    monkeypatch.setattr(report, "_save", lambda fig, out, stem: figures.setdefault(stem, fig) and [])
+    monkeypatch.setattr(render, "_save", lambda fig, out, stem: figures.setdefault(stem, fig) and [])
     report.write_report(store, tmp_path / "report")
     fig = next(f for stem, f in figures.items() if stem.startswith("mask_updates"))
     drop_ax, seen_ax = fig.axes[:2]
@@ -206,10 +206,10 @@ def _labelled_ticks(axis, lim):
 
 
 def test_log_axes_of_the_report_figures_have_enough_labels(filled, tmp_path, monkeypatch):
-    from jackpot.analysis import report
+    from jackpot.analysis import render, report
     store, _ = filled
     figures = {}
-    monkeypatch.setattr(report, "_save", lambda fig, out, stem: figures.setdefault(stem, fig) and [])
+    monkeypatch.setattr(render, "_save", lambda fig, out, stem: figures.setdefault(stem, fig) and [])
     report.write_report(store, tmp_path / "report")
     flops = next(f for s, f in figures.items() if s.startswith("accuracy_vs_flops"))
     ax = flops.axes[0]

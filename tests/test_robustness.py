@@ -522,11 +522,11 @@ def test_report_output_that_is_a_file_or_read_only_is_one_line_and_writes_nothin
     assert not any(locked.iterdir())
     # a case no check foresaw: "finished stages are kept" only where stages are computed
     import jackpot.analysis.report as report
-    import jackpot.cli as cli_module
+    import jackpot.cli.run as cli_run
     monkeypatch.setattr(report, "write_report", lambda *a, **k: 1 / 0)
     status, _, err = cli(capsys, "report", "-o", tmp_path / "r")
     assert status == 1 and "ZeroDivisionError" in err and "finished stages" not in err
-    monkeypatch.setattr(cli_module, "_run_all", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(cli_run, "run_all", lambda *a, **k: 1 / 0)
     status, _, err = cli(capsys, *small(tiny_npz, "pai"))
     assert status == 1 and "finished stages are kept" in err
 

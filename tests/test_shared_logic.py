@@ -189,3 +189,29 @@ def test_vgg_style_is_the_registered_family_not_a_guess_from_the_name(monkeypatc
     assert inspect_budget("vgg-lookalike", "smart-ratio", 0.3)["layers"] == inspect_budget("conv-4", "smart-ratio", 0.3)["layers"]
     with pytest.raises(JackpotError, match="unknown model 'vgg-99'"):
         is_vgg("vgg-99")
+
+
+def test_one_schedule_family_gives_each_methods_own_formula_bit_for_bit():
+    """DST drop fractions (RigL cosine, inverse-power), GMP's cubic, iterative SynFlow rounds and
+    IMP levels all come from sparse/schedules.py; each equals its paper's formula, written out here."""
+    import math
+
+    from jackpot.sparse.schedules import Schedule
+    for alpha, t_end in ((0.3, 750), (0.5, 7)):
+        for step in range(0, t_end + 3):
+            p = min(1.0, step / t_end)
+            assert Schedule("cosine", alpha).value(step, t_end) == alpha / 2 * (1 + math.cos(math.pi * p))
+            assert Schedule("polynomial", alpha, 0.0).value(step, t_end) == alpha * (1 - p) ** 3
+    for d, rounds in ((0.1, 100), (0.013, 7)):
+        for k in range(1, rounds + 1):
+            assert Schedule("exponential", 1.0, d).value(k, rounds) == d ** (k / rounds)
+            assert Schedule("linear", 1.0, d).value(k, rounds, clip=False) == 1.0 - (1.0 - d) * k / rounds
+    for f in (0.2, 0.45):
+        for level in range(30):
+            assert Schedule("exponential", 1.0, 1.0 - f).value(level, clip=False) == (1.0 - f) ** level
+    for step in range(10, 58):
+        p = (step - 10) / 47
+        assert Schedule("polynomial", 1.0, 0.1).value(step - 10, 47) == 0.1 + 0.9 * (1 - p) ** 3
+    assert Schedule("constant", 0.3).value(10 ** 6) == 0.3
+    with pytest.raises(JackpotError, match="unknown schedule"):
+        Schedule("stepwise", 1.0)

@@ -188,57 +188,63 @@ class RunConfig:
 GROUPS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "masks": MaskConfig,
           "prune": PruneConfig,
           "lottery": LotteryConfig, "pai": PaiConfig, "sparse": SparseConfig}
-KINDS = ("lottery", "pai", "sparse")
-KIND_GROUPS = {"lottery": ("data", "model", "train", "masks", "prune", "lottery"),
-               "pai": ("data", "model", "train", "masks", "pai"),
-               "sparse": ("data", "model", "train", "masks", "sparse")}  # the groups each procedure reads
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What the config layer must know of one procedure kind to validate and hash its runs. Each
+    procedure module declares its own (jackpot.procedures.registry.register passes it here), so
+    this floor names no kind itself.
+
+    groups: the config groups the procedure reads (the others never enter its hash);
+    read_when: "group" or "group.field" -> predicate(cfg): narrows what a run of this kind reads
+        (see READ_WHEN below);
+    validate: cfg -> None, raising JackpotError on settings this kind cannot run;
+    never_lower: "group.field" settings whose recorded value a re-run may raise, never lower
+        (computed work, like lottery levels, is counted against the record)."""
+
+    groups: tuple[str, ...]
+    read_when: dict = field(default_factory=dict)
+    validate: Any = None
+    never_lower: tuple[str, ...] = ()
+
+
+_KINDS: dict[str, KindSpec] = {}
+
+
+def register_kind(kind: str, spec: KindSpec) -> None:
+    unknown = set(spec.groups) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"kind {kind!r} names unknown config groups {sorted(unknown)}")
+    _KINDS[kind] = spec
+
+
+def kind_spec(kind: str) -> KindSpec:
+    spec = _KINDS.get(kind)
+    if spec is None:
+        raise JackpotError(f"unknown procedure kind {kind!r}; choose {', '.join(_KINDS)}")
+    return spec
+
+
+def kind_groups() -> dict[str, tuple[str, ...]]:
+    """Every registered kind and the config groups it reads (its command's flags)."""
+    return {kind: spec.groups for kind, spec in _KINDS.items()}
+
 
 # --- which settings a run reads ----------------------------------------------------------------
 # A setting enters the run hash only when the run reads it: --delta-t does nothing to a static
 # mask, --momentum nothing to Adam, so giving one must not split one computation into two runs.
-# A group enters only for the kinds of KIND_GROUPS; READ_WHEN narrows a whole group ("masks") or
-# one field ("group.field") to the configs that read it; a field not listed is read whenever its
-# group is. Each entry says where it is read. Declaring a field unread that some code does read
-# would merge two different computations: list one only after reading every use of it.
-DST_METHODS = ("set", "rigl", "snfs", "dsr")  # sparse/dst.py methods whose mask changes (static: never)
-DATA_SCORES = ("snip", "grasp")  # sparse/scores.py: the scores that read the scoring batches
-
-
-def _dst(c) -> bool:
-    return c.sparse.method in DST_METHODS
-
-
+# A group enters only for the kinds whose KindSpec lists it; READ_WHEN (for every kind) and each
+# kind's own read_when narrow a whole group ("masks") or one field ("group.field") to the configs
+# that read it; a field not listed is read whenever its group is. Each entry says where it is
+# read. Declaring a field unread that some code does read would merge two different
+# computations: list one only after reading every use of it.
 READ_WHEN: dict[str, Any] = {
-    # the mask-finding data (RunContext.finding_dataset): the lottery ticket arm, pai's scoring batches
-    "data.corrupt": lambda c: c.kind == "lottery" or (c.kind == "pai" and c.pai.score in DATA_SCORES),
     "data.corrupt_fraction": lambda c: c.data.corrupt in ("random-labels", "half") and reads(c, "data.corrupt"),
     "train.momentum": lambda c: c.train.optimizer == "sgd",  # train/optim.py build_optimizer
     "train.nesterov": lambda c: c.train.optimizer == "sgd",
     "train.milestones": lambda c: c.train.schedule == "step",  # train/optim.py lr_at
     "train.gamma": lambda c: c.train.schedule == "step",
-    "masks": lambda c: not (c.kind == "sparse" and c.sparse.method == "dense"),  # dense: no mask at all
-    # procedures/lottery.py _level_mask: with --budget the budget fixes each layer's count (--scope
-    # stays read: the random arm draws per layer-group under layerwise-joint)
-    "prune.output_fraction": lambda c: not c.lottery.budget,
-    "prune.layer_fractions": lambda c: not c.lottery.budget,
-    "lottery.random_init": lambda c: "random" in split_list(c.lottery.controls),  # the random arm's start
-    "prune.rounding": lambda c: not c.lottery.budget,  # _level_mask: a budget fixes the counts itself
-    "prune.rank_at": lambda c: c.prune.rank_at != c.train.duration,  # ranking_weights: at the end = final
-    # procedures/pai.py pai_masks, scoring_batches; sparse/scores.py iterative_prune
-    "pai.round_schedule": lambda c: c.pai.rounds > 1,
-    "pai.score_batches": lambda c: c.pai.score in DATA_SCORES,
-    # procedures/sparse_training.py: run_sparse, initial_masks, _small_dense_width, _callback, _summary
-    "sparse.density": lambda c: c.sparse.method != "dense",
-    "sparse.distribution": lambda c: c.sparse.method in ("static", "small-dense", *DST_METHODS),
-    "sparse.delta_t": lambda c: c.sparse.method == "gmp" or _dst(c),
-    "sparse.alpha": _dst,
-    "sparse.drop_schedule": _dst,
-    "sparse.t_end": _dst,
-    "sparse.grow_init": _dst,
-    "sparse.skip_step": _dst,
-    "sparse.grad_accumulation": lambda c: c.sparse.method == "rigl",  # the only method reading dense grads
-    "sparse.gmp_start": lambda c: c.sparse.method == "gmp",
-    "sparse.gmp_end": lambda c: c.sparse.method == "gmp",
 }
 
 
@@ -250,9 +256,10 @@ SAME_AS_DEFAULT: dict[str, dict] = {"model.bn_init": {"fixed": "default"}}
 def reads(cfg: "RunConfig", address: str) -> bool:
     """Whether a run of `cfg` reads the setting `group.field` (or any of `group`)."""
     group = address.partition(".")[0]
-    if group not in KIND_GROUPS.get(cfg.kind, GROUPS):
+    spec = kind_spec(cfg.kind)
+    if group not in spec.groups:
         return False
-    return all(READ_WHEN.get(key, lambda _c: True)(cfg) for key in {group, address})
+    return all(table.get(key, lambda _c: True)(cfg) for key in {group, address} for table in (READ_WHEN, spec.read_when))
 
 
 def to_dict(cfg: RunConfig) -> dict:
@@ -288,9 +295,9 @@ def from_dict(d: dict) -> RunConfig:
     if not isinstance(d, dict):
         raise JackpotError(f"a config must be a mapping of groups, got {type(d).__name__}")
     groups = {name: _group_from_dict(name, cls, d.get(name, {})) for name, cls in GROUPS.items()}
-    kind, seed = d.get("kind", "lottery"), d.get("seed", 0)
-    if kind not in KINDS or not isinstance(seed, int) or isinstance(seed, bool):
-        raise JackpotError(f"config kind must be one of {', '.join(KINDS)} and seed an integer, "
+    kind, seed = d.get("kind", RunConfig.kind), d.get("seed", 0)
+    if kind not in _KINDS or not isinstance(seed, int) or isinstance(seed, bool):
+        raise JackpotError(f"config kind must be one of {', '.join(_KINDS)} and seed an integer, "
                            f"got {kind!r} and {seed!r}")
     return RunConfig(kind=kind, seed=seed, **groups)
 
@@ -299,6 +306,7 @@ def canonical(cfg: RunConfig, unread: bool = False) -> dict:
     """Hashed fields that differ from their default, grouped; the input of the run hash. Only the
     fields the run reads (see READ_WHEN) unless `unread`, which tells apart configs that differ only
     in settings their run ignores."""
+    kind_spec(cfg.kind)  # an unknown kind is refused, never hashed
     out: dict = {"kind": cfg.kind}
     if cfg.seed != 0:
         out["seed"] = cfg.seed
@@ -383,17 +391,10 @@ def split_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-CONTROL_ARMS = ("reinit", "random")
-
-
 def validate(cfg: RunConfig) -> RunConfig:
-    """Refuse impossible settings with one clear line, before anything is computed."""
-    p, t, lot, d = cfg.prune, cfg.train, cfg.lottery, cfg.data
-    for name, value in [("--fraction", p.fraction), ("--output-fraction", p.output_fraction),
-                        *[(f"--layer-fractions {k}", v)
-                          for k, v in parse_layer_map(p.layer_fractions, "--layer-fractions").items()]]:
-        if value is not None and not 0.0 <= value < 1.0:
-            raise JackpotError(f"{name} must be in [0, 1) (a fraction of remaining weights to prune), got {value}")
+    """Refuse impossible settings with one clear line, before anything is computed: the training
+    and data settings every kind reads here, the rest by the kind's own `validate`."""
+    t, d = cfg.train, cfg.data
     if not (math.isfinite(t.lr) and t.lr > 0):
         raise JackpotError(f"--lr must be a positive number, got {t.lr}")
     if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
@@ -406,62 +407,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise JackpotError(f"--batch-size must be positive, got {d.batch_size}")
     if d.val_size < 0:
         raise JackpotError(f"--val-size must be >= 0, got {d.val_size}")
-    if lot.levels < 0:
-        raise JackpotError(f"--levels must be >= 0, got {lot.levels}")
-    for step in (t.duration, t.warmup, lot.rewind, *split_list(t.milestones)):
+    for step in (t.duration, t.warmup, *split_list(t.milestones)):
         parse_step(step, 1)
     parse_checkpoint_every(t.checkpoint_every, 1)
-    unknown = set(split_list(lot.controls)) - set(CONTROL_ARMS)
-    if unknown:
-        raise JackpotError(f"unknown control arm(s) {sorted(unknown)}; choose from {', '.join(CONTROL_ARMS)}")
-    if d.corrupt:
-        from .data.corrupt import CORRUPTIONS
-        if d.corrupt not in CORRUPTIONS:
-            raise JackpotError(f"unknown corruption {d.corrupt!r}; choose {', '.join(CORRUPTIONS)}")
-        if cfg.kind == "sparse":
-            raise JackpotError("--corrupt applies to mask finding (lottery, pai), not to sparse training")
-        if d.corrupt_fraction is not None:
-            check_fraction(d.corrupt_fraction, "--corrupt-fraction")
-    if cfg.kind == "pai":
-        _validate_pai(cfg.pai)
-    if cfg.kind == "sparse":
-        _validate_sparse(cfg.sparse)
+    spec = kind_spec(cfg.kind)
+    if spec.validate is not None:
+        spec.validate(cfg)
     return cfg
 
 
-def _density(value: float) -> None:
+def check_density(value: float) -> None:
     check_fraction(value, "--density", " (fraction of weights kept)")
-
-
-def _validate_pai(p: PaiConfig) -> None:
-    from .sparse.distributions import BUDGETS
-    from .sparse.scores import SCORES
-    if p.score not in SCORES:
-        raise JackpotError(f"unknown score {p.score!r}; choose {', '.join(SCORES)}")
-    if p.budget not in BUDGETS:
-        raise JackpotError(f"unknown budget {p.budget!r}; choose {', '.join(BUDGETS)}")
-    _density(p.density)
-    if p.rounds < 1 or p.score_batches < 1:
-        raise JackpotError("--rounds and --score-batches must be at least 1")
-    if not 0.0 <= p.min_layer_density <= 1.0:
-        raise JackpotError(f"--min-layer-density must be in [0, 1], got {p.min_layer_density}")
-
-
-def _validate_sparse(s: SparseConfig) -> None:
-    from .procedures.sparse_training import METHODS
-    from .sparse.dst import UpdateSchedule
-    if s.method not in METHODS:
-        raise JackpotError(f"unknown sparse training method {s.method!r}; choose {', '.join(METHODS)}")
-    _density(s.density)
-    UpdateSchedule(delta_t=s.delta_t, alpha=s.alpha, kind=s.drop_schedule)  # raises on bad values
-    if not 0.0 < s.t_end <= 1.0:
-        raise JackpotError(f"--t-end must be a fraction of training in (0, 1], got {s.t_end}")
-    if not 0.0 <= s.gmp_start < s.gmp_end <= 1.0:
-        raise JackpotError(f"need 0 <= --gmp-start < --gmp-end <= 1, got {s.gmp_start} and {s.gmp_end}")
-    if s.grow_init not in ("zero", "init"):
-        raise JackpotError(f"unknown --grow-init {s.grow_init!r}; choose zero or init")
-    if s.grad_accumulation < 1:
-        raise JackpotError(f"--grad-accumulation must be >= 1, got {s.grad_accumulation}")
-    if not (math.isfinite(s.extend) and 0 < s.extend <= 1000):
-        raise JackpotError(f"--extend must be a positive factor (at most 1000), got {s.extend}")
-

@@ -11,8 +11,9 @@ import sys
 import time
 
 from .cli import main as cli_main
+from .procedures.lottery import PROCEDURE as LOTTERY
 
-DEMO_ARGS = ["lottery", "--dataset", "mnist1d", "--model", "mnist1d-mlp", "--optimizer", "adam",
+DEMO_ARGS = [LOTTERY.kind, "--dataset", "mnist1d", "--model", "mnist1d-mlp", "--optimizer", "adam",
              "--lr", "0.002", "--batch-size", "100", "--duration", "10ep", "--fraction", "0.45",
              "--levels", "5", "--seeds", "0,1,2", "--workers", "2", "--threads", "1", "--device", "cpu"]
 

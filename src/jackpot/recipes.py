@@ -11,8 +11,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .config import GROUPS, KIND_GROUPS
+from .config import GROUPS, kind_spec
 from .errors import JackpotError
+from .procedures import lottery, pai, sparse_training
+
+# a recipe names the procedure it configures (the command it fills in)
+LOTTERY, PAI, SPARSE = (m.PROCEDURE.kind for m in (lottery, pai, sparse_training))
 
 _CIFAR_SGD = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "schedule": "step", "gamma": 0.1}
 
@@ -50,7 +54,7 @@ class Recipe:
 
 
 def _group_of(kind: str, name: str) -> str:
-    groups = [g for g in KIND_GROUPS[kind] if name in {f.name for f in dataclasses.fields(GROUPS[g])}]
+    groups = [g for g in kind_spec(kind).groups if name in {f.name for f in dataclasses.fields(GROUPS[g])}]
     if len(groups) != 1:
         raise JackpotError(f"recipe setting {name!r} is not a {kind} setting")
     return groups[0]
@@ -68,7 +72,7 @@ _LTH_VGG19 = _cifar_global_imp("vgg-19", 64, "112000it", "56000it,84000it", keep
 
 def _lth_conv(name: str, convs: list[str], conv_rate: float, lr: float, steps: int, result: str) -> Recipe:
     return Recipe(
-        f"lth-{name}-cifar10", "lottery", f"LTH paper {name.capitalize()} on CIFAR-10 (Adam, layerwise)",
+        f"lth-{name}-cifar10", LOTTERY, f"LTH paper {name.capitalize()} on CIFAR-10 (Adam, layerwise)",
         "Frankle & Carbin, ICLR 2019, Fig. 2 / Sec. 3 [text]: Adam, batch 60, Gaussian Glorot init, "
         f"layerwise pruning, conv {conv_rate:.0%} and fc 20% per round, output layer at half the fc rate",
         result,
@@ -82,7 +86,7 @@ def _lth_conv(name: str, convs: list[str], conv_rate: float, lr: float, steps: i
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe(
-        "lth-lenet-mnist", "lottery", "LTH paper LeNet-300-100 on MNIST (Adam, layerwise 20/20/10%)",
+        "lth-lenet-mnist", LOTTERY, "LTH paper LeNet-300-100 on MNIST (Adam, layerwise 20/20/10%)",
         "Frankle & Carbin, ICLR 2019, Fig. 3 and Sec. 2 [text]: Adam 1.2e-3, batch 60, 50K iterations, "
         "Gaussian Glorot init, layerwise pruning 20% per round, output layer 10%",
         "dense just over 98% (reproduction 97.8%); IMP above dense at 51.3% and 21.1% of the weights, "
@@ -101,7 +105,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                          "features.12"], 0.15, 3e-4, 30000,
               "IMP beats dense by up to 3.3 points, best near 26.4% of the weights (pai.md 3b [recall])"),
     Recipe(
-        "lth-resnet20-cifar10", "lottery", "LTH paper ResNet-20 on CIFAR-10 (SGD with warm-up, global)",
+        "lth-resnet20-cifar10", LOTTERY, "LTH paper ResNet-20 on CIFAR-10 (SGD with warm-up, global)",
         "Frankle & Carbin, ICLR 2019, Sec. 4 [recall]: SGD 0.1 momentum 0.9, batch 128, 30K iterations, "
         "x0.1 at 20K and 25K, 10K warm-up iterations, weight decay 1e-4; global pruning of the convs at "
         "20% per round, the fc layer kept",
@@ -111,7 +115,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                           levels=20),
         "needs CIFAR-10; a GPU run."),
     Recipe(
-        "lth-vgg19-cifar10", "lottery", "LTH paper VGG-19 on CIFAR-10 (SGD with warm-up, global)",
+        "lth-vgg19-cifar10", LOTTERY, "LTH paper VGG-19 on CIFAR-10 (SGD with warm-up, global)",
         "Frankle & Carbin, ICLR 2019, Sec. 4 [recall]: SGD 0.1 momentum 0.9, batch 64, 112K iterations, "
         "x0.1 at 56K and 84K, 10K warm-up iterations, weight decay 1e-4; global 20% of the convs per "
         "round, the fc layer kept",
@@ -119,7 +123,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         {**_LTH_VGG19, "warmup": "10000it"},
         "needs CIFAR-10; a GPU run. jackpot's VGG-19 is OpenLTH's (BatchNorm, one Linear head)."),
     Recipe(
-        "lth-vgg19-cifar10-late-reset", "lottery", "VGG-19 with late resetting instead of warm-up",
+        "lth-vgg19-cifar10-late-reset", LOTTERY, "VGG-19 with late resetting instead of warm-up",
         "Frankle, Dziugaite, Roy & Carbin 2019, 'Stabilizing the LTH' [recall]: as lth-vgg19-cifar10 "
         "without warm-up, survivors reset to iteration 500 with the LR schedule and data order resumed "
         "there",
@@ -127,7 +131,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         {**_LTH_VGG19, "rewind": "500it"},
         "needs CIFAR-10; a GPU run."),
     Recipe(
-        "openlth-lenet-300-100", "lottery", "OpenLTH's mnist_lenet_300_100 defaults",
+        "openlth-lenet-300-100", LOTTERY, "OpenLTH's mnist_lenet_300_100 defaults",
         "facebookresearch/open_lth models/mnist_lenet.py default_hparams [code]: SGD lr 0.1, no "
         "momentum, batch 128, 40 epochs, kaiming_normal init, sparse_global pruning per level (k = "
         "ceil(20%) of the remaining weights, fc included, then the k + 1 smallest of the others), "
@@ -141,7 +145,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "split's own statistics. OpenLTH's batchnorm_init (uniform) does nothing on this BatchNorm-free "
         "net, so it is left out. The parity check uses --dataset npz:mnist5k.npz --duration 5ep."),
     Recipe(
-        "openlth-resnet-20", "lottery", "OpenLTH's cifar_resnet_20 defaults",
+        "openlth-resnet-20", LOTTERY, "OpenLTH's cifar_resnet_20 defaults",
         "facebookresearch/open_lth models/cifar_resnet.py default_hparams [code]: SGD 0.1 momentum 0.9, "
         "weight decay 1e-4, batch 128, 160 epochs, x0.1 at 80 and 120 epochs, kaiming_normal, "
         "BatchNorm uniform, sparse_global 20% per level, output layer pruned too",
@@ -150,7 +154,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                           rounding="openlth", levels=10),
         "needs CIFAR-10; a GPU run."),
     Recipe(
-        "openlth-vgg-19", "lottery", "OpenLTH's cifar_vgg defaults on VGG-19",
+        "openlth-vgg-19", LOTTERY, "OpenLTH's cifar_vgg defaults on VGG-19",
         "facebookresearch/open_lth models/cifar_vgg.py default_hparams [code]: as openlth-resnet-20, "
         "with fc.weight ignored by pruning",
         "about 93.5% dense on CIFAR-10 [recall]",
@@ -158,7 +162,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                           rounding="openlth", keep_output=True, levels=10),
         "needs CIFAR-10; a GPU run."),
     Recipe(
-        "rigl-wrn-22-2-cifar10", "sparse", "RigL on CIFAR-10 WRN-22-2 (ERK, 80% sparse)",
+        "rigl-wrn-22-2-cifar10", SPARSE, "RigL on CIFAR-10 WRN-22-2 (ERK, 80% sparse)",
         "Evci et al., ICML 2020, Sec. 4.2 and google-research/rigl#8 [text]: 250 epochs (97,656 steps) "
         "at batch 128, SGD 0.1 momentum 0.9 divided by 5 every 30K steps, weight decay 5e-4, ERK, "
         "dT = 100, alpha 0.3 cosine, mask updates end at 75K steps",
@@ -170,7 +174,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "needs CIFAR-10; a GPU run. --density sets the other sparsities. 97,656 steps is the paper's "
         "count (250 epochs of 390.6 steps); t_end 0.76801 puts the last update before step 75,000."),
     Recipe(
-        "rigl-resnet50-imagenet", "sparse", "RigL on ImageNet ResNet-50 (ERK, 80% sparse)",
+        "rigl-resnet50-imagenet", SPARSE, "RigL on ImageNet ResNet-50 (ERK, 80% sparse)",
         "Evci et al., ICML 2020, Fig. 2 table [text]: batch 4096, 32K steps, SGD momentum 0.9, lr 1.6 "
         "with a 5-epoch warm-up, x0.1 at epochs 30, 70, 90, weight decay 1e-4, dT = 100, alpha 0.3 cosine, "
         "updates end at 25K steps",
@@ -182,7 +186,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "jackpot has no ImageNet reader yet: bring the data as --dataset npz:PATH. Label smoothing 0.1 "
         "of the paper is not implemented. Epoch milestones are converted at 312.5 steps per epoch."),
     Recipe(
-        "su-vgg19-cifar10", "pai", "Su et al. random tickets (smart ratio) on VGG-19, CIFAR-10",
+        "su-vgg19-cifar10", PAI, "Su et al. random tickets (smart ratio) on VGG-19, CIFAR-10",
         "Su et al., NeurIPS 2020, sanity-checking-pruning code [code]: SGD 0.1 momentum 0.9, weight decay "
         "1e-4, batch 64, 160 epochs, x0.1 at 80 and 120; smart-ratio per-layer keep ratios (VGG l^2 rule), "
         "random positions",
@@ -191,7 +195,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         _su_random_ticket("vgg-19"),
         "needs CIFAR-10; a GPU run. --score snip / grasp gives the baselines of the same table."),
     Recipe(
-        "su-resnet32-cifar10", "pai", "Su et al. random tickets (smart ratio) on ResNet-32, CIFAR-10",
+        "su-resnet32-cifar10", PAI, "Su et al. random tickets (smart ratio) on ResNet-32, CIFAR-10",
         "Su et al., NeurIPS 2020, sanity-checking-pruning code [code]: as su-vgg19-cifar10 on ResNet-32 "
         "(their ResNet32 has widths 32/64/128, twice jackpot's He et al. resnet-32 at 16/32/64)",
         "random tickets match SNIP (92.59 / 91.01 / 87.51%) and GraSP (92.38 / 91.39 / 88.81%) at 10 / 5 / "
@@ -200,7 +204,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "needs CIFAR-10; a GPU run. jackpot's resnet-32 is the 16/32/64 network (0.47M weights), not "
         "the 2x wider one of the paper's table, so expect lower numbers than those quoted."),
     Recipe(
-        "mnist1d-notebook", "lottery", "The MNIST-1D lottery-ticket notebook (greydanus/mnist1d)",
+        "mnist1d-notebook", LOTTERY, "The MNIST-1D lottery-ticket notebook (greydanus/mnist1d)",
         "greydanus/mnist1d notebooks/lottery-tickets.ipynb and train.py [code]: MLP 40-500-500(res)-10 "
         "with PyTorch's init, Adam 2e-2, batch 100 in the stored order (no shuffling), raw inputs, "
         "1501 steps; layerwise masks over each layer's weights and bias together, output layer pruned, "

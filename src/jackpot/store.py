@@ -8,152 +8,29 @@ looks complete, and a stage whose files were lost or damaged since is recomputed
 from __future__ import annotations
 
 import dataclasses
-import errno
+import fcntl
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy
 import torch
 
 from . import __version__
-from .config import GROUPS, RunConfig, canonical, from_dict, run_hash, to_dict
+from .config import GROUPS, RunConfig, canonical, from_dict, kind_spec, run_hash, to_dict
 from .errors import JackpotError
+from .files import (atomic_torch_save, atomic_write_json, atomic_write_text, is_primary,  # noqa: F401
+                    make_dirs, read_json, safe_torch_load, writing)  # (the floor's atomic files, offered here too)
 
 DEFAULT_ROOT = "runs"
 
 
 def store_root(root: str | None = None) -> Path:
     return Path(root or os.environ.get("JACKPOT_STORE") or DEFAULT_ROOT)
-
-
-# --- atomic files --------------------------------------------------------------------------------
-
-def is_primary() -> bool:
-    """False on every rank but 0 of a torch.distributed job: only rank 0 writes to the store."""
-    import torch.distributed as dist
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _umask() -> int:
-    try:  # Linux reports it; reading it elsewhere means setting it, briefly, for every thread
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _os_message(e: OSError, path: Path) -> str:
-    """One line for an OS-level failure to write `path`: full disk, read-only store, a file where
-    a directory should be..."""
-    code = e.errno
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left on device: could not write {path}"
-    if code == errno.EROFS:
-        return f"read-only file system: cannot write {path}"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"permission denied: cannot write {path}"
-    if code in (errno.ENOTDIR, errno.EEXIST):
-        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
-        return f"cannot create {path}: {blocker} is a file, not a directory"
-    return f"cannot write {path}: {e.strerror or e}"
-
-
-@contextmanager
-def writing(path: str | Path):
-    """Turn OS-level write failures inside the block into one JackpotError naming `path`."""
-    path = Path(path)
-    try:
-        yield path
-    except OSError as e:
-        raise JackpotError(_os_message(e, path)) from None
-    except RuntimeError as e:  # torch.save reports a short write (full disk) this way
-        if "inline_container" not in str(e) and "file write failed" not in str(e):
-            raise
-        try:
-            free = f" ({shutil.disk_usage(path.parent).free / 2 ** 20:.0f} MiB free there)"
-        except OSError:
-            free = ""
-        raise JackpotError(f"no space left on device: could not write {path}{free}") from None
-
-
-def make_dirs(path: str | Path) -> Path:
-    with writing(path):
-        Path(path).mkdir(parents=True, exist_ok=True)
-    return Path(path)
-
-
-@contextmanager
-def _atomic_path(path: str | Path):
-    """Yield a temporary path in the same directory; rename it over `path` on success. The file
-    gets the mode open() would give (0666 less the umask, not mkstemp's 0600): a store shared by a
-    group stays readable."""
-    path = Path(path)
-    make_dirs(path.parent)
-    with writing(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_umask())
-        os.close(fd)
-    try:
-        with writing(path):
-            yield tmp
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    if not is_primary():
-        return
-    with _atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_torch_save(obj, path: str | Path) -> None:
-    if not is_primary():
-        return
-    with _atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def safe_torch_load(path: str | Path, what: str = "checkpoint"):
-    """torch.load with weights_only=True; a missing or corrupt file is one clear JackpotError."""
-    path = Path(path)
-    if not path.exists():
-        raise JackpotError(f"missing {what}: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated/garbled files
-        raise JackpotError(f"corrupt {what} {path} ({type(e).__name__}); move it away and re-run "
-                           f"to recompute that stage") from None
-
-
-def read_json(path: str | Path, what: str = "file"):
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise JackpotError(f"missing {what}: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise JackpotError(f"corrupt {what}: {path}") from None
-    except OSError as e:  # a directory in the way, no permission...
-        raise JackpotError(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
 def weights_mismatch(model: torch.nn.Module, state) -> str | None:
@@ -237,7 +114,6 @@ def code_version() -> dict:
 
 
 def environment() -> dict:
-    import numpy
     return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
             "numpy": numpy.__version__, "cuda": torch.version.cuda,
             "cuda_available": torch.cuda.is_available(), "threads": torch.get_num_threads(),
@@ -263,8 +139,9 @@ class Run:
     def record_config(self, cfg: RunConfig) -> None:
         """Write config.json. Call it holding the run's lock, so a command refused as busy changes
         nothing. Same hash, so only unhashed fields (levels, data_root) and settings the run does
-        not read (config.READ_WHEN) can differ: keep the latest, but never fewer lottery levels
-        than recorded (those are computed, and `ls` counts levels against the record)."""
+        not read (config.READ_WHEN) can differ: keep the latest, but never lower what the kind's
+        spec marks `never_lower` (lottery levels: those are computed, and `ls` counts them
+        against the record)."""
         if not is_primary():
             return
         path = self.path / "config.json"
@@ -272,12 +149,14 @@ class Run:
             old = read_json(path, "run config") if path.exists() else None
         except JackpotError:  # unreadable: the command's config (the directory is its hash) rewrites it
             old = None
-        try:
-            recorded_levels = int(old["config"]["lottery"]["levels"])
-        except (TypeError, KeyError, ValueError):
-            recorded_levels = 0
-        if recorded_levels > cfg.lottery.levels:
-            cfg = dataclasses.replace(cfg, lottery=dataclasses.replace(cfg.lottery, levels=recorded_levels))
+        for address in kind_spec(cfg.kind).never_lower:
+            group, name = address.split(".")
+            try:
+                recorded = type(getattr(getattr(cfg, group), name))(old["config"][group][name])
+            except (TypeError, KeyError, ValueError):
+                continue
+            if recorded > getattr(getattr(cfg, group), name):
+                cfg = dataclasses.replace(cfg, **{group: dataclasses.replace(getattr(cfg, group), **{name: recorded})})
         threads = run_threads(self.path)  # the count the run was begun with (check_threads)
         record = {"hash": run_hash(cfg), "canonical": canonical(cfg), "config": to_dict(cfg),
                   "threads": torch.get_num_threads() if threads is None else threads}
@@ -328,7 +207,6 @@ class Run:
         """Refuse to compute a run that another live process is computing (rank 0 holds the lock
         for a distributed job); with `wait`, wait for that process to finish or stop instead.
         wait=None: the caller offers no waiting, so the refusal does not suggest --wait."""
-        import fcntl
         if not is_primary():
             yield self
             return
@@ -351,7 +229,6 @@ class Run:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def is_locked(self) -> bool:
-        import fcntl
         try:  # read-only, and a shared lock: `ls` works on a read-only store
             fd = os.open(self.path / "run.lock", os.O_RDONLY)
         except OSError:  # no lock file (never computed) or unreadable: nobody we can see holds it

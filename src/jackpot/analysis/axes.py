@@ -1,4 +1,7 @@
-"""Log-scale figure axes that carry enough labelled ticks to be read.
+"""Figures, and log-scale axes that carry enough labelled ticks to be read.
+
+Figures are matplotlib `Figure` objects, not pyplot's: drawing one sets no global backend and
+leaves nothing open, so importing jackpot in a notebook changes nothing there.
 
 Matplotlib's log locator labels only whole decades, so a FLOPs axis spanning 0.1-0.5 or a density
 axis spanning 5-60% shows one or two numbers. Here the ticks are 1-2-5 steps inside the data,
@@ -8,7 +11,18 @@ from __future__ import annotations
 
 import math
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
 MIN_TICKS = 4
+
+
+def new_figure(*grid: int, figsize: tuple[float, float], **kw):
+    """(figure, axes): a figure of `figsize` inches with `fig.subplots(*grid, **kw)`."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)  # its own renderer: PNG and PDF without pyplot's global state
+    return fig, fig.subplots(*grid, **kw)
 
 
 def log_ticks(values, min_ticks: int = MIN_TICKS) -> list[float]:
@@ -40,7 +54,6 @@ def log_ticks(values, min_ticks: int = MIN_TICKS) -> list[float]:
 def log_axis(ax, which: str, values) -> list[float]:
     """Put axis `which` ('x' or 'y') of `ax` on a log scale labelled at `log_ticks(values)`, with view
     limits that show every tick. An inverted axis stays inverted. Returns the ticks."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     ticks = log_ticks(values)

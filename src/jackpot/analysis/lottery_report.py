@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 from ..store import Run, read_json, stage_done
+from .axes import log_axis, new_figure
 from .stats import mean_std
 
 ARM_STYLE = {  # one fixed colour and marker per arm across every figure
@@ -85,24 +86,17 @@ def format_cell(s: dict) -> str:
 
 def plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """Test accuracy vs weights remaining (log x), one colour per arm, bands of ±1 std."""
-    import matplotlib.pyplot as plt
     fig = figure(rows, title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def figure(rows: list[dict], title: str = ""):
     """The matplotlib figure of `plot` (arms that were not trained are not drawn)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from .axes import log_axis
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_figure(figsize=(6.4, 4.2))
     for arm, (colour, marker, label) in ARM_STYLE.items():
         pts = [(100 * r["density"], r["arms"][arm]) for r in rows if arm in r["arms"] and r["arms"][arm]["n"]]
         if not pts:  # an arm no level trained (e.g. `clean` without --corrupt) gets no line or legend entry

@@ -1,11 +1,15 @@
 """Datasets: one registry of names -> loaders, all returning a normalised in-memory `Dataset`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from jackpot.data.augment import AUGMENTATIONS, augment_batch
+from jackpot.data import readers
+from jackpot.data.builtin import load_digits, load_mnist1d
 from jackpot.data.dataset import Dataset
+from jackpot.data.fetch import default_root, fetch_dataset  # noqa: F401  (part of the package's API)
+from jackpot.data.npzfile import read_npz
+from jackpot.data.prepare import build_dataset
 from jackpot.errors import JackpotError
 
 __all__ = ["AUGMENTATIONS", "Dataset", "augment_batch", "default_root", "fetch_dataset",
@@ -31,11 +35,6 @@ def list_datasets() -> list[tuple[str, str]]:
     return [(n, d) for n, (d, _, _) in _REGISTRY.items()] + [("npz:PATH", _NPZ_DESCRIPTION)]
 
 
-def default_root() -> Path:
-    """$JACKPOT_DATA, else ~/.jackpot/data (read at call time, not import time)."""
-    return Path(os.environ.get("JACKPOT_DATA") or "~/.jackpot/data").expanduser()
-
-
 def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, val_size: int = 0,
                  seed: int = 0, standardize: bool = True) -> Dataset:
     """Load `name` (see `list_datasets`), normalised with training-split statistics.
@@ -43,16 +42,12 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, val_size:
     `val_size` > 0 carves that many examples out of the training set (permutation seeded by
     `seed`) into x_val/y_val before the statistics are computed.
     """
-    from jackpot.data.prepare import build_dataset  # keep `import jackpot.data` light
-
     if not isinstance(name, str) or not name.strip():
         raise JackpotError(f"dataset name must be a non-empty string, got {name!r}")
     if isinstance(val_size, bool) or not isinstance(val_size, int):
         raise JackpotError(f"val_size must be an integer, got {val_size!r}")
     name = name.strip()
     if name.lower().startswith("npz:"):
-        from jackpot.data.npzfile import read_npz
-
         path = Path(name[4:]).expanduser()
         return build_dataset(f"npz:{path}", read_npz(path), None, val_size, seed, standardize)
 
@@ -70,19 +65,9 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, val_size:
 
 def _read(key: str, root: Path):
     if key == "mnist1d":
-        from jackpot.data.builtin import load_mnist1d
         return load_mnist1d()
     if key == "digits":
-        from jackpot.data.builtin import load_digits
         return load_digits()
-    from jackpot.data import readers
     if key in readers.MNIST_FOLDERS:
         return readers.read_mnist_like(key, root)
     return readers.read_cifar(key, root)
-
-
-def fetch_dataset(name: str, root: str | None = None, progress=print) -> Path:
-    """See `jackpot.data.fetch.fetch_dataset` (imported lazily: urllib/tarfile only when fetching)."""
-    from jackpot.data.fetch import fetch_dataset as _fetch
-
-    return _fetch(name, root, progress)

@@ -27,10 +27,13 @@ def augment_batch(x: torch.Tensor, kind: str | None, generator: torch.Generator)
 def _crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
     n, c, h, w = x.shape
     gdev = generator.device
-    # Draw on the generator's device (CPU is fine), then move the small index tensors to x.
-    top = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gdev).to(x.device)
-    left = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gdev).to(x.device)
-    flip = (torch.rand(n, generator=generator, device=gdev) < 0.5).to(x.device)
+    # Draw on the generator's device (the CPU: the same crops on every device) ...
+    top = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gdev)
+    left = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gdev)
+    flip = torch.rand(n, generator=generator, device=gdev) < 0.5
+    if x.device != gdev:  # ... then one copy that does not make the host wait for the device
+        top, left, flip = _to_device_async(torch.stack((top, left, flip.long())), x.device)
+        flip = flip.bool()
 
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = top[:, None] + torch.arange(h, device=x.device)           # (N, H)
@@ -40,3 +43,11 @@ def _crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.T
     return padded[torch.arange(n, device=x.device)[:, None, None, None],
                   torch.arange(c, device=x.device)[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t on `device` without a host sync: a non-blocking copy, from pinned memory to a GPU (from
+    pageable memory a host-to-GPU copy waits for the device)."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)

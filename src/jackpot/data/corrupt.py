@@ -22,6 +22,16 @@ from .dataset import Dataset
 CORRUPTIONS = ("random-labels", "random-pixels", "half")
 
 
+def check_corruption(name: str, fraction: float | None) -> None:
+    """A config's --corrupt and --corrupt-fraction, refused before anything runs."""
+    if not name:
+        return
+    if name not in CORRUPTIONS:
+        raise JackpotError(f"unknown corruption {name!r}; choose {', '.join(CORRUPTIONS)}")
+    if fraction is not None:
+        check_fraction(fraction, "--corrupt-fraction")
+
+
 def random_labels(y: torch.Tensor, num_classes: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
     """Exactly round(fraction * N) labels redrawn uniformly over all classes (true class included)."""
     n = y.shape[0]
@@ -39,9 +49,7 @@ def permute_features(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 def corrupt(ds: Dataset, kind: str, fraction: float, generator: torch.Generator) -> Dataset:
-    if kind not in CORRUPTIONS:
-        raise JackpotError(f"unknown corruption {kind!r}; choose {', '.join(CORRUPTIONS)}")
-    check_fraction(fraction, "--corrupt-fraction")
+    check_corruption(kind, fraction)
     if ds.num_classes < 2 and kind != "half":
         raise JackpotError("label corruption needs at least 2 classes")
     if kind == "random-labels":

@@ -136,11 +136,14 @@ def extract_tar(archive: Path, root: Path, folder: str) -> None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def fetch_dataset(name: str, root: str | None, progress: Callable[[str], None] = print) -> Path:
+def default_root() -> Path:
+    """$JACKPOT_DATA, else ~/.jackpot/data (read at call time, not import time)."""
+    return Path(os.environ.get("JACKPOT_DATA") or "~/.jackpot/data").expanduser()
+
+
+def fetch_dataset(name: str, root: str | None = None, progress: Callable[[str], None] = print) -> Path:
     """Download `name` under `root` (None: $JACKPOT_DATA or ~/.jackpot/data) in torchvision's
     layout; return the folder holding its files."""
-    from jackpot.data import default_root
-
     key = name.strip().lower()
     root_path = Path(root).expanduser() if root is not None else default_root()
     if key in NOTHING_TO_FETCH or key.startswith("npz:"):

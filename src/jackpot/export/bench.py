@@ -6,7 +6,8 @@ interleaved rounds and medians (export.time_interleaved):
   masked     the usual research code: weight * mask inside every forward (and its backward);
   sparse     forward: the exported model (each layer in its fastest measured form);
              forward+backward: masked Linear layers replaced by SparseLinear (only active weights).
-The ideal speedup 1/(1 - s) is printed beside each measured ratio.
+The ideal speedup 1/(1 - s) is printed beside each measured ratio. Everything runs on the model's
+device and dtype, timed by export.timing (synchronized on CUDA); the thread count is CPU-only.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from torch import nn
 
 from ..errors import JackpotError
 from ..sparse import Masks
-from .exporter import _set_module, export_model, summary, time_interleaved
+from .exporter import _set_module, export_model, summary
 from .sparse_linear import SparseLinear
+from .timing import threads_apply, time_interleaved
 
 
 class _MaskedForward(nn.Module):
@@ -27,7 +29,8 @@ class _MaskedForward(nn.Module):
 
     def __init__(self, layer: nn.Module, mask: torch.Tensor):
         super().__init__()
-        self.layer, self.mask = layer, mask.to(layer.weight.dtype)
+        self.layer = layer
+        self.mask = mask.to(device=layer.weight.device, dtype=layer.weight.dtype)
 
     def forward(self, x):
         w = self.layer.weight * self.mask
@@ -59,11 +62,14 @@ def benchmark(model: nn.Module, masks: Masks, input_shape, batch_size: int = 1, 
     torch.set_num_threads(threads)
     try:
         model = copy.deepcopy(model).eval()
+        p0 = next(model.parameters())
+        device = p0.device
         with torch.no_grad():
             params = dict(model.named_parameters())
             for n, m in masks.items():
-                params[n].mul_(m)
-        x = torch.randn(batch_size, *input_shape)
+                params[n].mul_(m.to(device=params[n].device, dtype=params[n].dtype))
+        # drawn on the CPU as always (the same random stream on every device), then moved
+        x = torch.randn(batch_size, *input_shape).to(device=device, dtype=p0.dtype)
         exported = export_model(model, masks, batch_size, threads=threads, rounds=rounds)
         masked = _swap(model, masks, lambda layer, m: _MaskedForward(layer, m)
                        if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)) else None)
@@ -71,8 +77,8 @@ def benchmark(model: nn.Module, masks: Masks, input_shape, batch_size: int = 1, 
                              if isinstance(layer, nn.Linear) else None)
         with torch.no_grad():
             fwd = time_interleaved({"dense": lambda: model(x), "masked": lambda: masked(x),
-                                    "sparse": lambda: exported(x)}, rounds=rounds)
-        y = torch.randint(0, num_classes or model(x).shape[1], (batch_size,))
+                                    "sparse": lambda: exported(x)}, rounds=rounds, device=device)
+        y = torch.randint(0, num_classes or model(x).shape[1], (batch_size,)).to(device)
 
         def step(net):
             def run():
@@ -82,11 +88,12 @@ def benchmark(model: nn.Module, masks: Masks, input_shape, batch_size: int = 1, 
         for net in (model, masked, sparse_train):
             net.train().requires_grad_(True)
         train = time_interleaved({"dense": step(model), "masked": step(masked), "sparse": step(sparse_train)},
-                                 rounds=rounds)
+                                 rounds=rounds, device=device)
     finally:
         torch.set_num_threads(prev)
     density = masks.density()
-    return {"batch_size": batch_size, "threads": threads, "density": density,
+    return {"batch_size": batch_size, "threads": threads, "density": density, "device": str(device),
+            "dtype": str(p0.dtype).removeprefix("torch."), "threads_apply": threads_apply(device),
             "ideal": 1.0 / max(density, 1e-12),
             "forward": {k: {"seconds": v, "speedup": fwd["dense"] / v} for k, v in fwd.items()},
             "forward_backward": {k: {"seconds": v, "speedup": train["dense"] / v} for k, v in train.items()},
@@ -94,7 +101,11 @@ def benchmark(model: nn.Module, masks: Masks, input_shape, batch_size: int = 1, 
 
 
 def format_benchmark(r: dict) -> str:
-    lines = [f"batch {r['batch_size']}, {r['threads']} thread(s), {100 * r['density']:.1f}% of prunable "
+    where = (f"{r['threads']} thread(s)" if r.get("threads_apply", True)
+             else f"{r['device']} (the CPU thread count does not apply)")
+    if r.get("dtype", "float32") != "float32":
+        where += f", {r['dtype']}"
+    lines = [f"batch {r['batch_size']}, {where}, {100 * r['density']:.1f}% of prunable "
              f"weights kept (ideal speedup 1/(1-s) = {r['ideal']:.1f}x)", "",
              f"{'layer':<24} {'format':<7} {'nnz':>10} {'dense KiB':>10} {'stored KiB':>10} {'fwd speedup':>12}"]
     for l in r["layers"]:

@@ -2,16 +2,15 @@
 
 Per masked Linear, candidates (dense, csr, rows, bsr4/bsr16 where they apply) are timed on a
 random batch of the expected size, in interleaved rounds (random order each round), and the
-median time per call decides. Convolutions are exported dense with the mask baked in: on this
-kind of CPU no stock sparse conv beats oneDNN below ~98% (docs/performance.md).
+median time per call decides (export.timing: synchronized on CUDA). Inputs and masks take the
+weight's device and dtype; a form with no kernel there (CSR in bf16 on the CPU) is not a candidate.
+Convolutions are exported dense with the mask baked in: on this kind of CPU no stock sparse conv
+beats oneDNN below ~98% (docs/performance.md).
 """
 from __future__ import annotations
 
 import copy
 import logging
-import random
-import statistics
-import time
 
 import torch
 from torch import nn
@@ -20,6 +19,7 @@ from ..errors import JackpotError
 from ..sparse.masks import Masks
 from .kernels import block_size, build_linear, rows_applicable
 from .sparse_linear import SparseLinear
+from .timing import time_interleaved
 
 log = logging.getLogger("jackpot.export")
 
@@ -59,29 +59,6 @@ def _guess(cands: list[str], weight: torch.Tensor, batch: int) -> str:
     return cands[-1]
 
 
-def time_interleaved(fns: dict[str, callable], rounds: int = 7, target_s: float = 2e-3,
-                     seed: int = 0) -> dict[str, float]:
-    """Median seconds per call of each fn: rounds in random order, each fn repeated to ~target_s."""
-    reps = {}
-    for k, fn in fns.items():
-        fn()  # warm-up (allocations, MKL handles)
-        t0 = time.perf_counter()
-        fn()
-        reps[k] = max(1, min(200, int(target_s / max(time.perf_counter() - t0, 1e-7))))
-    times = {k: [] for k in fns}
-    rng = random.Random(seed)
-    for _ in range(rounds):
-        order = list(fns)
-        rng.shuffle(order)
-        for k in order:
-            fn, n = fns[k], reps[k]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            times[k].append((time.perf_counter() - t0) / n)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
@@ -101,7 +78,8 @@ def export_model(model: nn.Module, masks: Masks | dict | None, batch_size: int, 
                  formats=FORMATS, measure: bool = True, threads: int = 1, rounds: int = 7,
                  arch: dict | None = None) -> nn.Module:
     """An inference copy of `model` (eval mode, no grads) with masks baked in and each masked
-    Linear in its fastest measured form for `batch_size` inputs at `threads` threads.
+    Linear in its fastest measured form for `batch_size` inputs at `threads` threads (CPU threads:
+    on a GPU the count does not apply).
 
     `formats` limits the sparse forms tried (dense is always the fallback). `arch` = {"name",
     "input_shape", "num_classes"} of the jackpot.models model, kept for save_exported.
@@ -126,10 +104,11 @@ def export_model(model: nn.Module, masks: Masks | dict | None, batch_size: int, 
     try:
         for name, leaf_masks in _layer_masks(out, masks).items():
             mod = out.get_submodule(name) if name else out
+            nnz = {leaf: int(m.sum()) for leaf, m in leaf_masks.items()}
             with torch.no_grad():  # bake: the zeros become real zeros, no W*mask per call
                 for leaf, m in leaf_masks.items():
-                    getattr(mod, leaf).mul_(m)
-            nnz = {leaf: int(m.sum()) for leaf, m in leaf_masks.items()}
+                    p = getattr(mod, leaf)
+                    p.mul_(m.to(device=p.device, dtype=p.dtype))
             if isinstance(mod, nn.Linear) and "weight" in leaf_masks:
                 new = _export_linear(mod, batch_size, formats, measure, rounds)
                 new.export_info["nnz"] = nnz["weight"]
@@ -167,15 +146,30 @@ def _export_linear(lin: nn.Linear, batch: int, formats, measure: bool, rounds: i
     mods = {c: build_linear(c, w, b) for c in cands}
     times = {}
     if measure and len(mods) > 1:
-        x = torch.randn(batch, lin.in_features)
+        # drawn on the CPU as always (the same random stream on every device), then moved
+        x = torch.randn(batch, lin.in_features).to(device=w.device, dtype=w.dtype)
         with torch.no_grad():
-            times = time_interleaved({c: (lambda m=m: m(x)) for c, m in mods.items()}, rounds=rounds)
-        choice = min(times, key=times.get)
+            mods = {c: m for c, m in mods.items() if _runs(m, x)} or {"dense": build_linear("dense", w, b)}
+            if len(mods) > 1:
+                times = time_interleaved({c: (lambda m=m: m(x)) for c, m in mods.items()}, rounds=rounds,
+                                         device=w.device)
+        choice = min(times, key=times.get) if times else next(iter(mods))
     else:
         choice = _guess(cands, w, batch) if len(cands) > 1 else cands[0]
     new = mods[choice]
     new.export_info = {"format": choice, "times": times, "note": ""}
     return new
+
+
+def _runs(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether this device/dtype has a kernel for the form (MKL's CSR/BSR have none for bf16)."""
+    try:
+        module(x)
+        return True
+    except (RuntimeError, NotImplementedError) as e:
+        log.info("jackpot export: %s skipped on %s %s: %s", getattr(module, "fmt", "?"), x.device,
+                 x.dtype, str(e).splitlines()[0])
+        return False
 
 
 def _tensor_bytes(module: nn.Module) -> int:

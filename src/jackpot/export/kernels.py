@@ -158,7 +158,8 @@ class RowsLinear(_Exported):
 
 
 def dense_linear(weight, bias=None) -> nn.Linear:
-    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device,
+                    dtype=weight.dtype)
     with torch.no_grad():
         lin.weight.copy_(weight)
         if bias is not None:

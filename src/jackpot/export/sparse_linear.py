@@ -2,7 +2,9 @@
 
 Forward y = x W^T + b and the input gradient use MKL CSR products; the weight gradient is
 computed only at active positions (sampled dense-dense product, SDDMM). Outputs and gradients
-equal those of F.linear(x, W * mask) within float tolerance.
+equal those of F.linear(x, W * mask) within float tolerance. Every index buffer lives on the
+device of the weight. bf16/fp16 layers compute the three products in float32 (MKL's CSR kernels
+and CUDA's sampled_addmm take only float32/64) and round the results back.
 """
 from __future__ import annotations
 
@@ -17,6 +19,11 @@ from . import kernels  # noqa: F401  (silences torch's sparse "beta" warnings)
 
 def _csr(crow, col, values, shape):
     return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """float32 for bf16/fp16 (no CSR product kernel takes them everywhere), else t itself."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class _Structure(NamedTuple):
@@ -36,26 +43,27 @@ class _SparseMatmul(torch.autograd.Function):
         # Keep this step's structure: an update_mask before backward must not change it.
         ctx.layer = _Structure(layer.crow, layer.col, layer.crow_t, layer.col_t, layer.perm_t, layer.shape)
         ctx.save_for_backward(x, values)
-        w = _csr(layer.crow, layer.col, values, layer.shape)
+        w, xw = _csr(layer.crow, layer.col, _wide(values), layer.shape), _wide(x)
         if x.shape[0] == 1:
-            return torch.mv(w, x[0]).unsqueeze(0)
-        return torch.mm(w, x.t()).t()
+            return torch.mv(w, xw[0]).unsqueeze(0).to(x.dtype)
+        return torch.mm(w, xw.t()).t().to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, values = ctx.saved_tensors
         layer = ctx.layer
         grad_x = grad_values = None
+        g = _wide(grad_out)
         if ctx.needs_input_grad[0]:
             # dL/dx = g W, computed as (W^T g^T)^T with the transposed CSR built once per structure.
-            wt = _csr(layer.crow_t, layer.col_t, values[layer.perm_t], layer.shape[::-1])
-            grad_x = torch.mm(wt, grad_out.t()).t()
+            wt = _csr(layer.crow_t, layer.col_t, _wide(values)[layer.perm_t], layer.shape[::-1])
+            grad_x = torch.mm(wt, g.t()).t().to(x.dtype)
         if ctx.needs_input_grad[1]:
             # dL/dW[r, c] = sum_b g[b, r] x[b, c], only at the nnz positions (values are
             # ignored with beta=0; zeros keep inf/nan weights from leaking in).
-            pattern = _csr(layer.crow, layer.col, torch.zeros_like(values), layer.shape)
+            pattern = _csr(layer.crow, layer.col, torch.zeros_like(_wide(values)), layer.shape)
             grad_values = torch.sparse.sampled_addmm(
-                pattern, grad_out.t().contiguous(), x.contiguous(), beta=0.0).values()
+                pattern, g.t().contiguous(), _wide(x).contiguous(), beta=0.0).values().to(values.dtype)
         return grad_x, grad_values, None
 
 
@@ -80,31 +88,41 @@ class SparseLinear(nn.Module):
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, mask: torch.Tensor | None = None) -> "SparseLinear":
-        """Active positions = mask (default: the nonzeros of linear.weight)."""
+        """Active positions = mask (default: the nonzeros of linear.weight). The layer takes the
+        weight's device and dtype; a mask on another device is moved there."""
         w = linear.weight.detach()
-        mask = w.ne(0) if mask is None else mask.to(torch.bool)
+        mask = w.ne(0) if mask is None else mask.to(device=w.device, dtype=torch.bool)
         if tuple(mask.shape) != tuple(w.shape):
             raise JackpotError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(w.shape)}")
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        layer.to(device=w.device, dtype=w.dtype)
         layer._set_structure(mask, w[mask])  # row-major order = CSR order
         if linear.bias is not None:
             layer.bias.data.copy_(linear.bias.detach())
         return layer
 
     def _set_structure(self, mask: torch.Tensor, values: torch.Tensor) -> None:
-        """Index buffers of the CSR structure of `mask` and of its transpose (for dL/dx)."""
+        """Index buffers of the CSR structure of `mask` and of its transpose (for dL/dx), all on
+        the device of `self.values` (the weight's), as are the new values."""
+        dev = self.values.device
+        mask = mask.to(device=dev, dtype=torch.bool)
         rows, cols = mask.nonzero(as_tuple=True)  # row-major, i.e. CSR order
         out, inp = self.shape
-        crow = torch.zeros(out + 1, dtype=torch.int64)
-        crow[1:] = torch.bincount(rows, minlength=out).cumsum(0)
+        # crow[r] = number of entries in rows < r (searchsorted, not bincount: that syncs on CUDA)
+        crow = torch.searchsorted(rows, torch.arange(out + 1, device=dev))
         perm_t = torch.argsort(cols * out + rows)  # CSR order of W^T (sorted by column, then row)
-        crow_t = torch.zeros(inp + 1, dtype=torch.int64)
-        crow_t[1:] = torch.bincount(cols, minlength=inp).cumsum(0)
+        crow_t = torch.searchsorted(cols[perm_t], torch.arange(inp + 1, device=dev))
         i32 = torch.int32  # MKL's CSR kernels are faster with 32-bit indices
         for name, t in (("crow", crow.to(i32)), ("col", cols.to(i32)), ("crow_t", crow_t.to(i32)),
                         ("col_t", rows[perm_t].to(i32)), ("perm_t", perm_t)):
             self.register_buffer(name, t)
-        self.values.data = values.detach().clone().to(self.values.dtype)
+        new = values.detach().clone().to(device=dev, dtype=self.values.dtype)
+        if new.shape != self.values.shape:
+            # A graph still alive (last step's `loss`) keeps the gradient accumulator of `values`,
+            # sized for the old count: the next backward would fail. torch drops it when the dtype
+            # changes, so pass through another dtype first.
+            self.values.data = new.new_empty(0, dtype=torch.float32 if new.dtype == torch.float64 else torch.float64)
+        self.values.data = new
         self.values.grad = None
 
     @property
@@ -114,8 +132,9 @@ class SparseLinear(nn.Module):
         return m
 
     def rows(self) -> torch.Tensor:
+        # output_size: no host sync on CUDA
         return torch.repeat_interleave(torch.arange(self.out_features, device=self.crow.device),
-                                       self.crow.long().diff())
+                                       self.crow.long().diff(), output_size=self.col.numel())
 
     def dense_weight(self) -> torch.Tensor:
         w = self.values.new_zeros(self.shape)
@@ -123,7 +142,8 @@ class SparseLinear(nn.Module):
         return w
 
     def to_dense(self) -> nn.Linear:
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.values.device, dtype=self.values.dtype)
         with torch.no_grad():
             lin.weight.copy_(self.dense_weight())
             if self.bias is not None:
@@ -135,7 +155,7 @@ class SparseLinear(nn.Module):
         for the kept weights, so callers can carry optimizer state across."""
         if init != "zero":
             raise JackpotError(f"update_mask: unknown init {init!r} (supported: zero)")
-        new_mask = new_mask.to(torch.bool)
+        new_mask = new_mask.to(device=self.values.device, dtype=torch.bool)
         if tuple(new_mask.shape) != self.shape:
             raise JackpotError(f"mask shape {tuple(new_mask.shape)} != weight shape {self.shape}")
         old_flat = self.rows() * self.in_features + self.col.long()  # sorted (row-major)

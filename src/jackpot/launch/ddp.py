@@ -11,17 +11,40 @@ Rules for sparse training (enforced here, whatever engine drives the loop):
   gradient that RigL's growth criterion reads (between backward() and the optimizer step);
 - start weights come from rank 0 (DDP broadcasts them when it wraps the model);
 - only rank 0 writes checkpoints, masks and metrics (`store.is_primary`, `save_on_primary`); the
-  training loss it logs is the whole batch's, each rank's mean weighted by its share (`global_mean`).
+  training loss it logs is the whole batch's, from every rank's sum (`batch_mean`).
+
+What a DDP run computes (jackpot.train.loop):
+- rank r takes examples r, r + W, r + 2W, ... of every global batch (W = world size), after the
+  augmentation was drawn for the whole global batch, so the examples and crops equal a
+  single-process run's. Each rank's loss is the *sum* of its examples' losses times W / (global batch
+  size): DDP's gradient average is then the global batch's mean gradient for any batch size, also
+  when the last batch has fewer examples than ranks (a rank with none joins the all-reduce with a
+  zero gradient). Models without BatchNorm train the same network as one process (up to float
+  summation order);
+- divergence is decided from all-reduced values, so every rank stops at the same step;
+- there is no SyncBatchNorm: BatchNorm normalises with each rank's local batch statistics (as with
+  plain DDP), so a BN model's result depends on the world size; the running statistics in the
+  recorded evaluation and final.pt are rank 0's (DDP broadcasts rank 0's buffers before every
+  forward, then each rank updates them with its own batch). SyncBatchNorm is not offered: it costs
+  an all-reduce per BN layer per step, and per-rank statistics are the usual DDP setting
+  (torchvision's reference recipes make SyncBatchNorm opt-in). A BN model is refused when some rank
+  would get fewer than 2 examples of a batch;
+- every rank evaluates the whole test (and validation) set: evaluation is cheap next to training
+  and needs no collective (a sharded one would need an all-reduce per split); rank 0's is the one
+  recorded, and the divergence decision is taken from the all-reduced training loss, not from it.
 CPU runs use the gloo backend (what the tests exercise), CUDA runs nccl.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
+from ..errors import JackpotError
 from ..sparse import Masks
 from ..store import atomic_torch_save, is_primary
 
@@ -43,19 +66,43 @@ def dist_env() -> DistEnv:
     return DistEnv(0, 1, 0)
 
 
+_NODE_COUNT_VARS = ("SLURM_NNODES", "SLURM_JOB_NUM_NODES", "GROUP_WORLD_SIZE", "NNODES")
+
+
+def _multi_node() -> bool:
+    """The environment says the job spans more than one node (SLURM's or torchrun-style counts)."""
+    for name in _NODE_COUNT_VARS:
+        try:
+            if int(os.environ.get(name, "1")) > 1:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def init(backend: str | None = None) -> tuple[DistEnv, torch.device]:
-    """Join the process group (no-op for a single process); returns (env, this rank's device)."""
+    """Join the process group (no-op for a single process); returns (env, this rank's device).
+    Call `shutdown()` at the end."""
     env = dist_env()
     cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{env.local_rank}") if cuda else torch.device("cpu")
+    # srun often shows each task only its own GPU: local rank 3 may be the one visible device 0
+    device = torch.device(f"cuda:{env.local_rank % torch.cuda.device_count()}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     if env.world_size > 1 and not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ:  # plain srun: rank 0's node must be given
+            if _multi_node():  # 127.0.0.1 would make every node wait for itself until the timeout
+                raise JackpotError("a multi-node run needs MASTER_ADDR (and MASTER_PORT): set them to rank 0's "
+                                   "host and a free port, e.g. MASTER_ADDR=$(scontrol show hostnames "
+                                   "$SLURM_JOB_NODELIST | head -n1)")
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", "29500")
-        dist.init_process_group(backend or ("nccl" if cuda else "gloo"), rank=env.rank,
-                                world_size=env.world_size)
+        chosen = backend or ("nccl" if cuda else "gloo")
+        extra = {}
+        supported = "device_id" in inspect.signature(dist.init_process_group).parameters
+        if supported and chosen == "nccl" and device.type == "cuda":
+            extra["device_id"] = device  # binds the communicator to this rank's GPU (torch >= 2.3)
+        dist.init_process_group(chosen, rank=env.rank, world_size=env.world_size, **extra)
     return env, device
 
 
@@ -67,25 +114,32 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
 
 
 @torch.no_grad()
-def global_mean(value: torch.Tensor, count: int) -> torch.Tensor:
-    """The mean over every rank's examples of `value`, this rank's mean over its `count` examples
-    (the logged training loss): shares of a batch can differ by one, so each rank's mean is
-    weighted by its count. `value` itself when not distributed."""
+def batch_mean(local_sum: torch.Tensor, global_count: int) -> torch.Tensor:
+    """The global batch's mean of a per-example value (the logged training loss) from this rank's
+    sum over its examples (0 for a rank with none), the same on every rank. One all-reduce also
+    carries a flag: NaN on every rank when any rank's sum is not finite, so they all decide
+    divergence alike. `local_sum / global_count` when not distributed."""
+    local_sum = local_sum.detach()
     if not is_distributed():
-        return value
-    local = value.double() * count if count else torch.zeros((), dtype=torch.float64, device=value.device)
-    buf = torch.stack([local, torch.tensor(float(count), dtype=torch.float64, device=value.device)])
+        return local_sum / global_count
+    buf = torch.stack([local_sum.double(), (~torch.isfinite(local_sum)).double()])
     dist.all_reduce(buf)
-    return (buf[0] / buf[1]).to(value.dtype)
+    mean = torch.where(buf[1] > 0, torch.full_like(buf[0], float("nan")), buf[0] / global_count)
+    return mean.to(local_sum.dtype)
 
 
-def cleanup() -> None:
+def shutdown() -> None:
+    """Leave the process group (no-op when none was joined): call once at the end of a run."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -96,7 +150,6 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     model = model.to(device)
     if not is_distributed():
         return model
-    from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

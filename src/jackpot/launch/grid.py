@@ -14,12 +14,11 @@ import dataclasses
 import itertools
 from typing import Any
 
-from ..config import (GROUPS, KIND_GROUPS, RunConfig, SparseConfig, canonical, derive_seed, run_hash, scalar_type,
-                      validate)
+from ..config import GROUPS, RunConfig, canonical, derive_seed, kind_spec, run_hash, scalar_type, validate
 from ..data import load_dataset
 from ..errors import JackpotError
 from ..models import create_model
-from ..procedures import checker, finished_state
+from ..procedures import finished_state, procedure
 from ..procedures.context import RunContext
 from ..store import Run, check_threads
 
@@ -27,7 +26,7 @@ from ..store import Run, check_threads
 def resolve_field(name: str, kind: str) -> tuple[str | None, dataclasses.Field | None]:
     """(group, field) of a grid address; (None, None) for the top-level seed."""
     name = name.strip().replace("-", "_")
-    groups = KIND_GROUPS[kind]
+    groups = kind_spec(kind).groups
     if name == "seed":
         return None, None
     if "." in name:
@@ -113,18 +112,12 @@ def expand(base: RunConfig, grid: dict[str, list]) -> list[tuple[RunConfig, dict
         cfg = base
         for k, v in values.items():
             cfg = with_value(cfg, k, v)
-        if cfg.kind == "sparse" and cfg.sparse.method == "dense":
-            # the dense baseline ignores every sparse setting but --extend: one run per seed, not
-            # one per density of the grid
-            cfg = dataclasses.replace(cfg, sparse=SparseConfig(method="dense", extend=cfg.sparse.extend))
         try:
             validate(cfg)
         except JackpotError as e:
             where = ", ".join(f"{k}={v}" for k, v in values.items())
             raise JackpotError(f"{e} (grid point {where})" if where else str(e)) from None
         h = run_hash(cfg)
-        if h in seen and cfg.kind == "sparse" and cfg.sparse.method == "dense":
-            continue
         if h in seen and canonical(cfg, unread=True) != seen[h][1]:
             continue  # differs only in a setting this run does not read (static's --delta-t): one run
         if h in seen:
@@ -161,7 +154,7 @@ def preflight(cfgs: list[RunConfig], labels: list[dict] | None = None, root=None
                 raise JackpotError(f"model {cfg.model.model!r} does not fit dataset {d.dataset!r}: {e}") from None
             shapes[(key, cfg.model.model)] = True
         try:
-            RunContext.prepare(cfg, dataset=datasets[key], check=checker(cfg.kind))
+            RunContext.prepare(cfg, dataset=datasets[key], check=procedure(cfg.kind).check)
             path = Run.path_for(cfg, root)
             if threads and (path / "config.json").exists() and finished_state(path, cfg) is None:
                 check_threads(path, threads)

@@ -5,13 +5,21 @@ oversubscribing the cores (OpenMP threads spinning on a busy machine cost far mo
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence
+
+import torch
+
+from .sweep import execute
 
 
 def _init_worker(threads: int) -> None:
-    import torch
     torch.set_num_threads(threads)
 
 
@@ -34,15 +42,12 @@ def run_parallel(fn: Callable, items: Sequence, workers: int = 1, threads: int =
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: ask the kernel to SIGTERM this process when its parent dies (even by SIGKILL), so a
     killed sweep leaves no orphan workers behind (the interrupted run resumes next time)."""
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     try:
-        import ctypes
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    import os
     if os.getppid() != parent_pid:  # the parent died before prctl
         os._exit(1)
 
@@ -69,7 +74,6 @@ class LocalLauncher:
 
     def device_for(self, device: str, name: str) -> str:
         if device == "cuda":
-            import torch
             n = torch.cuda.device_count()
             if n > 1:
                 self._next += 1
@@ -77,14 +81,11 @@ class LocalLauncher:
         return device
 
     def start(self) -> None:
-        import os
         ctx = mp.get_context("spawn")
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                         initializer=_init_sweep_worker, initargs=(self.threads, os.getpid()))
 
     def submit(self, jobs: list[dict]) -> None:
-        from .sweep import execute
-        from concurrent.futures.process import BrokenProcessPool
         for job in jobs:
             try:
                 fut = self.pool.submit(execute, job)
@@ -95,9 +96,7 @@ class LocalLauncher:
             self.futures[fut] = job["name"]
 
     def wait(self, timeout: float) -> list[dict]:
-        from concurrent.futures import FIRST_COMPLETED, wait
         if not self.futures:
-            import time
             time.sleep(timeout)
             return []
         done, _ = wait(list(self.futures), timeout=timeout, return_when=FIRST_COMPLETED)

@@ -5,8 +5,10 @@ that the address answers (an address that does not answer is one line, nothing s
 from __future__ import annotations
 
 import socket
+import time
 
 from ..errors import JackpotError
+from .sweep import execute
 
 
 def _check_address(address: str, timeout: float = 5.0) -> None:
@@ -61,7 +63,6 @@ class RayLauncher:
             raise JackpotError(f"cannot start or reach Ray ({self.address or 'local'}): "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         self._started = True
-        from .sweep import execute
         self.remote = ray.remote(num_cpus=self.threads, max_retries=0)(execute)
 
     def submit(self, jobs: list[dict]) -> None:
@@ -69,7 +70,6 @@ class RayLauncher:
             self.refs[self.remote.remote(job)] = job["name"]
 
     def wait(self, timeout: float) -> list[dict]:
-        import time
         if not self.refs:
             time.sleep(timeout)
             return []

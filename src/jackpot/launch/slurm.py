@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import JackpotError
+from .sweep import execute, log_event
 
 
 class SlurmLauncher:
@@ -58,8 +59,6 @@ class SlurmLauncher:
         self._last_poll = 0.0
 
     def submit(self, jobs: list[dict]) -> None:
-        from .sweep import execute
-        from .sweep import log_event
         submitted = self.executor.map_array(execute, jobs)
         self.arrays += 1
         if jobs:

@@ -56,7 +56,7 @@ def init_std(init: str, weight_shape) -> float:
         return math.sqrt(2.0 / fan_in)
     if init in ("xavier-normal", "xavier-uniform"):
         return math.sqrt(2.0 / (fan_in + fan_out))
-    raise JackpotError(f"unknown --init {init!r}; choose {', '.join(INITS)}")
+    raise JackpotError(f"unknown `model.init` {init!r}; choose {', '.join(INITS)}")
 
 
 def sample_init(init: str, weight_shape, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -72,9 +72,9 @@ def sample_init(init: str, weight_shape, k: int, generator: torch.Generator) -> 
 def apply_init(model: nn.Module, init: str = "default", bn_init: str = "default") -> nn.Module:
     """Re-initialise `model` in place (global RNG: callers seed it, as for model construction)."""
     if init not in INITS:
-        raise JackpotError(f"unknown --init {init!r}; choose {', '.join(INITS)}")
+        raise JackpotError(f"unknown `model.init` {init!r}; choose {', '.join(INITS)}")
     if bn_init not in BN_INITS:
-        raise JackpotError(f"unknown --bn-init {bn_init!r}; choose {', '.join(BN_INITS)}")
+        raise JackpotError(f"unknown `model.bn_init` {bn_init!r}; choose {', '.join(BN_INITS)}")
     for module in model.modules():
         if init != "default" and isinstance(module, WEIGHT_LAYERS):
             w = module.weight

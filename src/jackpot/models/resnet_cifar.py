@@ -46,7 +46,6 @@ class CifarResNet(nn.Module):
                 blocks.append(BasicBlock(f_in, f_out, stride=2 if stage > 0 and i == 0 else 1))
                 f_in = f_out
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(f_in, num_classes)
         for m in self.modules():  # He et al.: kaiming-normal convs; BN weight 1, bias 0
             if isinstance(m, nn.Conv2d):
@@ -58,7 +57,7 @@ class CifarResNet(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn(self.conv(x)))
         out = self.blocks(out)
-        return self.fc(self.pool(out).flatten(1))
+        return self.fc(out.mean(dim=(2, 3)))  # global average pool (see vgg.py)
 
 
 def _make(depth: int):

@@ -73,7 +73,6 @@ class ImageNetResNet(nn.Module):
                 f_in = planes * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(f_in, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -85,7 +84,7 @@ class ImageNetResNet(nn.Module):
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.avgpool(x).flatten(1))
+        return self.fc(x.mean(dim=(2, 3)))  # global average pool (see vgg.py)
 
 
 def _make(depth: int, block, layers):

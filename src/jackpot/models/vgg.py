@@ -26,12 +26,12 @@ class CifarVGG(nn.Module):
                 layers += [nn.Conv2d(c, spec, 3, padding=1), nn.BatchNorm2d(spec), nn.ReLU()]
                 c = spec
         self.features = nn.Sequential(*layers)
-        # Adaptive pooling equals OpenLTH's AvgPool2d(2) at 32x32 and also accepts larger images.
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, num_classes)
 
     def forward(self, x):
-        return self.fc(self.pool(self.features(x)).flatten(1))
+        # A global average pool equals OpenLTH's AvgPool2d(2) at 32x32 and also accepts larger images;
+        # a mean rather than AdaptiveAvgPool2d, whose CUDA backward is not deterministic.
+        return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
 def _make(depth: int):

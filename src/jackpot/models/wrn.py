@@ -43,7 +43,6 @@ class WideResNet(nn.Module):
                 f_in = widths[stage + 1]
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(f_in)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(f_in, num_classes)
         for m in self.modules():  # as in the authors' code: kaiming-normal (fan_out) convs, zero fc bias
             if isinstance(m, nn.Conv2d):
@@ -57,7 +56,7 @@ class WideResNet(nn.Module):
     def forward(self, x):
         out = self.blocks(self.conv(x))
         out = F.relu(self.bn(out))
-        return self.fc(self.pool(out).flatten(1))
+        return self.fc(out.mean(dim=(2, 3)))  # global average pool (see vgg.py)
 
 
 @register(

@@ -5,24 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import lottery, pai, sparse_training  # noqa: F401  (each registers its procedure)
-from .registry import Procedure, finished_state, kinds, procedure
+from .registry import Procedure, finished_state, kinds, procedure, procedures
 
-__all__ = ["Procedure", "checker", "finished_state", "kinds", "procedure", "run", "run_job", "runner"]
-
-
-def runner(kind: str):
-    return procedure(kind).run
-
-
-def checker(kind: str):
-    """The procedure's `check(ctx, model)`: the refusals its config allows without computing (a
-    sweep's preflight runs it on every run before launching any)."""
-    return procedure(kind).check
+__all__ = ["Procedure", "finished_state", "kinds", "procedure", "procedures", "run", "run_job"]
 
 
 def run(cfg, root=None, device="cpu", progress=print, wait=False):
     """wait: when another process is computing the run, wait for it (then finish what is left)."""
-    return runner(cfg.kind)(cfg, root=root, device=device, progress=progress, wait=wait)
+    return procedure(cfg.kind).run(cfg, root=root, device=device, progress=progress, wait=wait)
 
 
 def run_job(job: tuple) -> Path:

@@ -36,13 +36,10 @@ from ..config import RunConfig, canonical, derive_seed, same_hashed, split_list,
 from ..errors import JackpotError
 from ..sparse import Masks
 from ..sparse.prunable import check_layer_names, layer_of, output_layer
-from ..sparse.pruning import keep_top, scores_magnitude
-from ..sparse.scores import compute_scores
-from ..store import Run, atomic_write_json, check_threads, read_json, safe_torch_load, stage_done
+from ..store import Run, atomic_write_json, check_threads, read_json, stage_done
 from ..train import lr_at, train_stage
 from .context import RunContext, report_stage
-from .lottery import _start_weights, arm_span, level_dir, ranking_weights
-from .pai import score_options, scoring_batches
+from .registry import Source, procedure
 
 BRANCH_KINDS = ("reinit", "rearrange", "shuffle", "invert", "retrain")
 
@@ -71,42 +68,14 @@ def branch_dir(parent: Run, spec: BranchSpec, cfg: RunConfig) -> Path:
     return parent.path / "branches" / f"{spec.kind}-L{spec.level}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-@dataclass
-class Source:
-    """What a branch starts from: the ticket's mask, start weights and training span."""
-
-    masks: Masks
-    weights: dict
-    start: int
-    end: int
-    fixed_lr: float | None
-
-
 def ticket_source(ctx: RunContext, level: int, retrain: str = "", arm: str = "ticket") -> Source:
-    """The ticket at `level` as the run trains it; `retrain` switches the lottery retraining mode
-    (weight rewinding vs learning-rate rewinding vs fine-tuning) for this branch; `arm` "reinit"
-    gives the span of fresh weights (lottery.arm_span: 0 -> T when the mode keeps trained weights)."""
-    run, cfg = ctx.run, ctx.cfg
-    if cfg.kind == "lottery" and retrain:
-        ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, lottery=dataclasses.replace(
-            cfg.lottery, retrain=retrain)))
-        cfg = ctx.cfg
-    if cfg.kind == "lottery":
-        if level < 1:
-            raise JackpotError("branch from a pruned level: --level must be >= 1")
-        mask_path = level_dir(run, level) / "mask.pt"
-        if not mask_path.exists():
-            raise JackpotError(f"run {run.path.name} has no ticket at level {level} yet "
-                               f"(run `jackpot lottery` with --levels >= {level} first)")
-        total, rewind = ctx.total_steps, ctx.steps(cfg.lottery.rewind)
-        start, fixed = arm_span(ctx, arm, total, rewind)
-        return Source(Masks.load(mask_path), _start_weights(ctx, "ticket", level, rewind), start, total, fixed)
-    if cfg.kind == "pai":
-        if not run.stage("mask.pt").exists():
-            raise JackpotError(f"run {run.path.name} has no mask yet (run it first)")
-        return Source(Masks.load(run.stage("mask.pt")), safe_torch_load(run.stage("init.pt"), "initial weights"),
-                      0, ctx.total_steps, None)
-    raise JackpotError(f"cannot branch off a {cfg.kind} run: branches start from a lottery level or a pai run")
+    """What a branch of the run starts from: its procedure says (lottery: the ticket at `level`,
+    `retrain` switching its retraining mode and `arm` "reinit" giving the span of fresh weights;
+    pai: the run's mask and initial weights)."""
+    source = procedure(ctx.cfg.kind).branch_source
+    if source is None:
+        raise JackpotError(f"cannot branch off a {ctx.cfg.kind} run: branches start from a lottery level or a pai run")
+    return source(ctx, level, retrain, arm)
 
 
 def apply_branch(ctx: RunContext, spec: BranchSpec, src: Source) -> Source:
@@ -127,22 +96,8 @@ def apply_branch(ctx: RunContext, spec: BranchSpec, src: Source) -> Source:
             w[m] = values[torch.randperm(values.numel(), generator=g)]
             weights[n] = w
     elif spec.kind == "invert":
-        masks = _inverted(ctx, spec.level, masks)
+        masks = procedure(ctx.cfg.kind).inverted_mask(ctx, spec.level, masks)
     return dataclasses.replace(src, masks=masks, weights=weights)
-
-
-def _inverted(ctx: RunContext, level: int, ticket: Masks) -> Masks:
-    if ctx.cfg.kind == "pai":  # the run's score, inverted, inside each layer's count
-        model = ctx.new_model(("init",))
-        full = Masks({n: torch.ones_like(m) for n, m in ticket.items()})
-        scores = compute_scores(ctx.cfg.pai.score, model, full, scoring_batches(ctx),
-                                **{**score_options(ctx, model), "invert": not ctx.cfg.pai.invert})
-        return keep_top(scores, full, ticket.layer_counts())
-    previous = Masks.load(level_dir(ctx.run, level - 1) / "mask.pt") if level > 1 else \
-        Masks({n: torch.ones_like(m) for n, m in ticket.items()})
-    trained = ranking_weights(ctx, level - 1)
-    scores = {n: -s for n, s in scores_magnitude(trained, previous).items()}
-    return keep_top(scores, previous, ticket.layer_counts())
 
 
 def transfer(src: Source, target: torch.nn.Module, exclude: list[str],
@@ -180,7 +135,7 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
     parent_cfg = parent.config()
     if cfg.kind != parent_cfg.kind or cfg.seed != parent_cfg.seed:
         raise JackpotError("a branch keeps its parent's procedure and seed; use --branch-seed for its own draws")
-    if parent_cfg.kind == "pai" and (spec.level != BranchSpec.level or spec.retrain):
+    if not procedure(parent_cfg.kind).levels and (spec.level != BranchSpec.level or spec.retrain):
         # not read for a pai parent: they would only split one branch into identical directories
         raise JackpotError("--level and --retrain choose a lottery ticket's level and retraining mode; a pai run "
                            "has one mask and one training: drop them")

@@ -21,7 +21,9 @@ from ..errors import JackpotError
 from ..models import create_model, is_vgg
 from ..sparse import Masks, distributions, prunable_names
 from ..store import Run, atomic_torch_save, atomic_write_json, check_threads, stage_done
+from ..launch import ddp
 from ..train import Stage
+from ..train.loop import ddp_batch_problem
 from .registry import finished_state
 
 
@@ -61,6 +63,9 @@ class RunContext:
         ctx.total_steps  # refuse a zero-length training
         ctx.prunable(model)  # refuse --keep-layers naming missing layers
         ctx.checkpoint_cadence  # refuse a bad --checkpoint-every
+        shares = ddp_batch_problem(model, dataset.num_train, cfg.data.batch_size, ddp.world_size())
+        if shares:  # BatchNorm with fewer than 2 examples on some rank (jackpot.launch.ddp)
+            raise JackpotError(shares)
         ctx.run = Run(Run.path_for(cfg, root))
         if check:
             check(ctx, model)

@@ -51,23 +51,28 @@ Controls: each trains as the network it stands for would.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, parse_layer_map, split_list
+from ..config import KindSpec, RunConfig, parse_layer_map, parse_step, split_list
+from ..data.corrupt import check_corruption
 from ..errors import JackpotError
 from ..sparse import Masks, prune, scores_magnitude
 from ..sparse.distributions import check_collapse, counts_from_densities
 from ..sparse.prunable import check_layer_names, output_layer, weight_layers
 from ..sparse.pruning import keep_top, kept_count, prune_groups
+from ..sparse.schedules import Schedule
 from ..sparse.scores import init_scales, magnitude_init_normalized
 from ..store import Run, load_weights, safe_torch_load
 from ..train import lr_at, train_stage
 from ..train.loop import is_done
 from .context import RunContext, report_stage
-from .registry import Procedure, last_level, register
+from .registry import Procedure, Source, last_level, register
+
+CONTROL_ARMS = ("reinit", "random")
 
 RANK_SNAPSHOT = "rank_weights.pt"  # with --rank-at: the ticket's weights at that step
 
@@ -162,8 +167,8 @@ def ranking_weights(ctx: RunContext, level: int) -> torch.nn.Module:
 def level_density(prune_cfg, level: int) -> float:
     """Nominal density of the prunable set at `level` under the level schedule."""
     if prune_cfg.prune_schedule == "linear":
-        return max(0.0, 1.0 - level * prune_cfg.fraction)
-    return (1.0 - prune_cfg.fraction) ** level
+        return max(0.0, Schedule("linear", 1.0, 0.0).value(level * prune_cfg.fraction, clip=False))
+    return Schedule("exponential", 1.0, 1.0 - prune_cfg.fraction).value(level, clip=False)
 
 
 def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
@@ -284,6 +289,70 @@ def _trained_stage(run: Run, level: int | None, arm: str) -> Path:
     return level_dir(run, level) / arm
 
 
-PROCEDURE = register(Procedure(kind="lottery", run=run_lottery, check=_check, stages=_stages, mask_path=_mask_path,
-                               trained_stage=_trained_stage, label=lambda cfg: "IMP", levels=True,
-                               summary_file=None))
+def _branch_source(ctx: RunContext, level: int, retrain: str = "", arm: str = "ticket") -> Source:
+    """The ticket at `level` as the run trains it; `retrain` switches the retraining mode (weight
+    rewinding vs learning-rate rewinding vs fine-tuning) for the branch; `arm` "reinit" gives the
+    span of fresh weights (arm_span: 0 -> T when the mode keeps trained weights)."""
+    if retrain:
+        ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, lottery=dataclasses.replace(
+            ctx.cfg.lottery, retrain=retrain)))
+    if level < 1:
+        raise JackpotError("branch from a pruned level: --level must be >= 1")
+    mask_path = level_dir(ctx.run, level) / "mask.pt"
+    if not mask_path.exists():
+        raise JackpotError(f"run {ctx.run.path.name} has no ticket at level {level} yet "
+                           f"(run `jackpot lottery` with --levels >= {level} first)")
+    total, rewind = ctx.total_steps, ctx.steps(ctx.cfg.lottery.rewind)
+    start, fixed = arm_span(ctx, arm, total, rewind)
+    return Source(Masks.load(mask_path), _start_weights(ctx, "ticket", level, rewind), start, total, fixed)
+
+
+def _inverted_mask(ctx: RunContext, level: int, ticket: Masks) -> Masks:
+    """The lowest of the magnitudes level L was ranked on, chosen inside the level L-1 mask: only
+    the last pruning step is inverted."""
+    previous = Masks.load(level_dir(ctx.run, level - 1) / "mask.pt") if level > 1 else \
+        Masks({n: torch.ones_like(m) for n, m in ticket.items()})
+    trained = ranking_weights(ctx, level - 1)
+    scores = {n: -s for n, s in scores_magnitude(trained, previous).items()}
+    return keep_top(scores, previous, ticket.layer_counts())
+
+
+def _validate(cfg: RunConfig) -> None:
+    p, lot = cfg.prune, cfg.lottery
+    for name, value in [("--fraction", p.fraction), ("--output-fraction", p.output_fraction),
+                        *[(f"--layer-fractions {k}", v)
+                          for k, v in parse_layer_map(p.layer_fractions, "--layer-fractions").items()]]:
+        if value is not None and not 0.0 <= value < 1.0:
+            raise JackpotError(f"{name} must be in [0, 1) (a fraction of remaining weights to prune), got {value}")
+    if lot.levels < 0:
+        raise JackpotError(f"--levels must be >= 0, got {lot.levels}")
+    parse_step(lot.rewind, 1)
+    unknown = set(split_list(lot.controls)) - set(CONTROL_ARMS)
+    if unknown:
+        raise JackpotError(f"unknown control arm(s) {sorted(unknown)}; choose from {', '.join(CONTROL_ARMS)}")
+    check_corruption(cfg.data.corrupt, cfg.data.corrupt_fraction)
+
+
+CONFIG = KindSpec(
+    groups=("data", "model", "train", "masks", "prune", "lottery"),
+    read_when={
+        # _level_mask: with --budget the budget fixes each layer's count (--scope stays read: the
+        # random arm draws per layer-group under layerwise-joint)
+        "prune.output_fraction": lambda c: not c.lottery.budget,
+        "prune.layer_fractions": lambda c: not c.lottery.budget,
+        "prune.rounding": lambda c: not c.lottery.budget,
+        "prune.rank_at": lambda c: c.prune.rank_at != c.train.duration,  # ranking_weights: at the end = final
+        "lottery.random_init": lambda c: "random" in split_list(c.lottery.controls),  # the random arm's start
+    },
+    validate=_validate,
+    never_lower=("lottery.levels",),  # computed levels are counted against the record (`ls`)
+)
+
+PROCEDURE = register(Procedure(
+    kind="lottery", config=CONFIG,
+    help="iterative magnitude pruning with rewinding and controls",
+    description="Lottery tickets: train, prune, rewind, repeat; with the random-reinit and random-mask "
+                "controls at every level. Re-running resumes; a larger --levels extends a finished run.",
+    run=run_lottery, check=_check, stages=_stages, mask_path=_mask_path, trained_stage=_trained_stage,
+    label=lambda cfg: "IMP", levels=True, target_density=lambda cfg: 1.0, family=lambda cfg: "IMP",
+    summary_file=None, branch_source=_branch_source, inverted_mask=_inverted_mask))

@@ -16,16 +16,19 @@ import time
 
 import torch
 
-from ..config import RunConfig, parse_layer_map
+from ..config import KindSpec, RunConfig, check_density, parse_layer_map
+from ..data.corrupt import check_corruption
 from ..errors import JackpotError
 from ..sparse import Masks
-from ..sparse.distributions import budget_report, check_collapse, counts_from_densities
+from ..sparse.distributions import BUDGETS, budget_report, check_collapse, counts_from_densities
 from ..sparse.pruning import keep_top
-from ..sparse.scores import compute_scores, init_scales, iterative_prune
-from ..store import Run, atomic_write_json
+from ..sparse.scores import SCORES, compute_scores, init_scales, iterative_prune
+from ..store import Run, atomic_write_json, safe_torch_load
 from ..train import train_stage
 from .context import RunContext, report_stage
-from .registry import Procedure, register
+from .registry import Procedure, Source, register
+
+DATA_SCORES = ("snip", "grasp")  # sparse/scores.py: the scores that read the scoring batches
 
 
 def scoring_batches(ctx: RunContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -95,7 +98,8 @@ def _fixed_budget(ctx: RunContext, model: torch.nn.Module) -> dict[str, float] |
 
 
 def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
-    """The mask a prune-at-init config gives on `model`, and its budget report."""
+    """The mask a prune-at-init config gives on `model`, and its budget report. Scored on the run's
+    device (a copy of the model and the batches moved there); the masks come back on the CPU."""
     p = ctx.cfg.pai
     densities = _fixed_budget(ctx, model)
     names = ctx.prunable(model)
@@ -104,11 +108,11 @@ def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
     batches = scoring_batches(ctx)
     if densities is None:
         masks = iterative_prune(p.score, model, full, batches, p.density, p.rounds, p.round_schedule,
-                                scope="global", **opts)
+                                scope="global", device=ctx.device, **opts)
         densities = {n: float(m.float().mean()) for n, m in masks.items()}
     else:
         counts = counts_from_densities(densities, {n: m.shape for n, m in full.items()})
-        scores = compute_scores(p.score, model, full, batches, **opts)
+        scores = compute_scores(p.score, model, full, batches, device=ctx.device, **opts)
         masks = keep_top(scores, full, counts)
     check_collapse(masks.layer_counts(), allow=p.allow_collapse)
     return masks, budget_report(model, names, densities, target=p.density)
@@ -152,7 +156,56 @@ def label(cfg: RunConfig) -> str:
     return f"{p.score}{' inverted' if p.invert else ''}/{p.budget}"
 
 
-PROCEDURE = register(Procedure(kind="pai", run=run_pai, check=check_budget, stages=lambda cfg: ["train"],
-                               mask_path=lambda run, level=None: run.stage("mask.pt"),
-                               trained_stage=lambda run, level=None, arm="": run.stage("train"),
-                               label=label, levels=False))
+def _branch_source(ctx: RunContext, level: int, retrain: str = "", arm: str = "ticket") -> Source:
+    """The run's mask and initial weights, trained over the run's span (one mask, one training)."""
+    run = ctx.run
+    if not run.stage("mask.pt").exists():
+        raise JackpotError(f"run {run.path.name} has no mask yet (run it first)")
+    return Source(Masks.load(run.stage("mask.pt")), safe_torch_load(run.stage("init.pt"), "initial weights"),
+                  0, ctx.total_steps, None)
+
+
+def _inverted_mask(ctx: RunContext, level: int, ticket: Masks) -> Masks:
+    """The run's score, inverted, inside each layer's count."""
+    model = ctx.new_model(("init",))
+    full = Masks({n: torch.ones_like(m) for n, m in ticket.items()})
+    scores = compute_scores(ctx.cfg.pai.score, model, full, scoring_batches(ctx),
+                            **{**score_options(ctx, model), "invert": not ctx.cfg.pai.invert})
+    return keep_top(scores, full, ticket.layer_counts())
+
+
+def _validate(cfg: RunConfig) -> None:
+    p = cfg.pai
+    if p.score not in SCORES:
+        raise JackpotError(f"unknown score {p.score!r}; choose {', '.join(SCORES)}")
+    if p.budget not in BUDGETS:
+        raise JackpotError(f"unknown budget {p.budget!r}; choose {', '.join(BUDGETS)}")
+    check_density(p.density)
+    if p.rounds < 1 or p.score_batches < 1:
+        raise JackpotError("--rounds and --score-batches must be at least 1")
+    if not 0.0 <= p.min_layer_density <= 1.0:
+        raise JackpotError(f"--min-layer-density must be in [0, 1], got {p.min_layer_density}")
+    check_corruption(cfg.data.corrupt, cfg.data.corrupt_fraction)
+
+
+CONFIG = KindSpec(
+    groups=("data", "model", "train", "masks", "pai"),
+    read_when={
+        "data.corrupt": lambda c: c.pai.score in DATA_SCORES,  # only scoring batches see the corrupt data
+        "pai.round_schedule": lambda c: c.pai.rounds > 1,  # pai_masks, iterative_prune
+        "pai.score_batches": lambda c: c.pai.score in DATA_SCORES,  # scoring_batches
+    },
+    validate=_validate,
+)
+
+PROCEDURE = register(Procedure(
+    kind="pai", config=CONFIG,
+    help="prune at initialisation (SNIP, GraSP, SynFlow, random tickets), then train",
+    description="Score the initial network, keep a per-layer budget, train the sparse network. "
+                "Random tickets: --score random --budget smart-ratio.",
+    run=run_pai, check=check_budget, stages=lambda cfg: ["train"],
+    mask_path=lambda run, level=None: run.stage("mask.pt"),
+    trained_stage=lambda run, level=None, arm="": run.stage("train"),
+    label=label, levels=False, target_density=lambda cfg: cfg.pai.density,
+    family=lambda cfg: f"{cfg.pai.score}/{cfg.pai.budget}",
+    branch_source=_branch_source, inverted_mask=_inverted_mask))

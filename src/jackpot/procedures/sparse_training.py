@@ -8,12 +8,13 @@ scale with it (RigL's 2x/5x runs).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
 import torch
 
-from ..config import RunConfig, split_list
+from ..config import KindSpec, RunConfig, check_density, split_list
 from ..errors import JackpotError
 from ..flops import TrainingFlopsMeter, examples_at, inference_flops, model_size_bits
 from ..models import width_for_params
@@ -27,6 +28,7 @@ from .context import RunContext, report_stage
 from .registry import Procedure, register
 
 METHODS = ("dense", "small-dense", "gmp", *DST_METHODS)
+UPDATING = tuple(m for m in DST_METHODS if m != "static")  # the methods whose mask changes
 
 
 def extended_train(ctx: RunContext) -> tuple:
@@ -156,7 +158,57 @@ def label(cfg: RunConfig) -> str:
     return text + (f" {s.extend:g}x" if s.extend != 1 else "")
 
 
-PROCEDURE = register(Procedure(kind="sparse", run=run_sparse, check=check, stages=lambda cfg: ["train"],
-                               mask_path=lambda run, level=None: run.stage("train", "mask.pt"),
-                               trained_stage=lambda run, level=None, arm="": run.stage("train"),
-                               label=label, levels=False))
+def _validate(cfg: RunConfig) -> None:
+    s = cfg.sparse
+    if cfg.data.corrupt:
+        raise JackpotError("--corrupt applies to mask finding (lottery, pai), not to sparse training")
+    if s.method not in METHODS:
+        raise JackpotError(f"unknown sparse training method {s.method!r}; choose {', '.join(METHODS)}")
+    check_density(s.density)
+    UpdateSchedule(delta_t=s.delta_t, alpha=s.alpha, kind=s.drop_schedule)  # raises on bad values
+    if not 0.0 < s.t_end <= 1.0:
+        raise JackpotError(f"--t-end must be a fraction of training in (0, 1], got {s.t_end}")
+    if not 0.0 <= s.gmp_start < s.gmp_end <= 1.0:
+        raise JackpotError(f"need 0 <= --gmp-start < --gmp-end <= 1, got {s.gmp_start} and {s.gmp_end}")
+    if s.grow_init not in ("zero", "init"):
+        raise JackpotError(f"unknown --grow-init {s.grow_init!r}; choose zero or init")
+    if s.grad_accumulation < 1:
+        raise JackpotError(f"--grad-accumulation must be >= 1, got {s.grad_accumulation}")
+    if not (math.isfinite(s.extend) and 0 < s.extend <= 1000):
+        raise JackpotError(f"--extend must be a positive factor (at most 1000), got {s.extend}")
+
+
+def _updating(c: RunConfig) -> bool:
+    return c.sparse.method in UPDATING
+
+
+CONFIG = KindSpec(
+    groups=("data", "model", "train", "masks", "sparse"),
+    read_when={  # run_sparse, initial_masks, _small_dense_width, _callback, _summary
+        "data.corrupt": lambda c: False,  # refused: sparse training has no mask-finding data
+        "masks": lambda c: c.sparse.method != "dense",  # dense: no mask at all
+        "sparse.density": lambda c: c.sparse.method != "dense",
+        "sparse.distribution": lambda c: c.sparse.method in ("static", "small-dense", *UPDATING),
+        "sparse.delta_t": lambda c: c.sparse.method == "gmp" or _updating(c),
+        "sparse.alpha": _updating,
+        "sparse.drop_schedule": _updating,
+        "sparse.t_end": _updating,
+        "sparse.grow_init": _updating,
+        "sparse.skip_step": _updating,
+        "sparse.grad_accumulation": lambda c: c.sparse.method == "rigl",  # the only method reading dense grads
+        "sparse.gmp_start": lambda c: c.sparse.method == "gmp",
+        "sparse.gmp_end": lambda c: c.sparse.method == "gmp",
+    },
+    validate=_validate,
+)
+
+PROCEDURE = register(Procedure(
+    kind="sparse", config=CONFIG,
+    help="sparse training from scratch (RigL, SET, SNFS, DSR, static, GMP) and dense / small-dense baselines",
+    description="Dynamic sparse training with FLOPs accounting (RigL appendix H).",
+    run=run_sparse, check=check, stages=lambda cfg: ["train"],
+    mask_path=lambda run, level=None: run.stage("train", "mask.pt"),
+    trained_stage=lambda run, level=None, arm="": run.stage("train"),
+    label=label, levels=False,
+    target_density=lambda cfg: 1.0 if cfg.sparse.method == "dense" else cfg.sparse.density,
+    family=lambda cfg: cfg.sparse.method))

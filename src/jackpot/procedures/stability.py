@@ -21,6 +21,7 @@ from ..store import Run, atomic_write_json, check_threads, read_json, safe_torch
 from ..train import train_stage
 from ..train.loop import evaluate
 from .context import RunContext
+from .registry import procedure
 
 
 def interpolate(a: dict, b: dict, alpha: float) -> dict:
@@ -43,8 +44,8 @@ def barrier(model: torch.nn.Module, a: dict, b: dict, x, y, alphas: int, device)
 def run_stability(run: Run, levels: list[int], rewinds: list[str], alphas: int = 11, device="cpu",
                   progress=print) -> list[dict]:
     ctx = RunContext.attach(run, device, progress)
-    if ctx.cfg.kind != "lottery":
-        raise JackpotError("stability analysis runs on a lottery run")
+    if not procedure(ctx.cfg.kind).levels:
+        raise JackpotError("stability analysis runs on a lottery run (one with pruning levels)")
     if alphas < 2:
         raise JackpotError(f"--alphas must be at least 2, got {alphas}")
     if not ctx.cfg.data.shuffle:  # both copies would see the same batches and end identical

@@ -18,6 +18,10 @@ optimizer's momentum of pruned weights is zero by the engine's invariant).
 Updates happen at steps t > 0 with t % delta_t == 0 and t < t_end (Algorithm 1 of the RigL paper).
 The optimizer step still runs on update steps unless skip_step=True (RigL's TensorFlow code skips
 it; SET's applies the gradients first) — a documented choice, selectable per run.
+
+Grow scores are ranked as float32 (masks.top_k) whatever the weights' dtype, never cast to it: in
+bf16, distinct scores would tie and change which weights grow (SNFS's statistic is float32 too). On a GPU an update reads counts back to the host once for
+all layers (stacked), not per layer; the per-step statistic is one foreach pair for all layers.
 """
 from __future__ import annotations
 
@@ -73,6 +77,11 @@ class Layer:
     grad: torch.Tensor | None  # dense gradient (accumulated), when the method asks for it
     stat: torch.Tensor | None  # method-specific running statistic (SNFS: EMA of dense gradient)
     generator: torch.Generator
+    active: int | None = None  # int(mask.sum()); update() reads every layer's in one host sync
+
+    def __post_init__(self):
+        if self.active is None:
+            self.active = int(self.mask.sum())
 
 
 class DropGrow:
@@ -115,7 +124,7 @@ class DropGrow:
         return dict(dropped)
 
     def drop_counts(self, layers: list[Layer], fraction: float) -> dict[str, int]:
-        return {l.name: int(math.floor(fraction * int(l.mask.sum()))) for l in layers}
+        return {l.name: int(math.floor(fraction * l.active)) for l in layers}
 
     def dense_gradient_at(self, step: int) -> bool:
         """Whether `step` computes the dense gradient (for the FLOPs count): SNFS every step; RigL on
@@ -136,15 +145,20 @@ class DropGrow:
         params = dict(model.named_parameters())
         if self.needs_stat:
             with torch.no_grad():
+                stats, grads = [], []
                 for n in sparsifier.masks:
                     g = params[n].grad
                     if g is None:
                         continue
-                    if n not in self.stats:
-                        self.stats[n] = torch.zeros_like(g)
+                    if n not in self.stats:  # float32 at least: an EMA in bf16 loses the small updates
+                        self.stats[n] = torch.zeros_like(g, dtype=torch.promote_types(g.dtype, torch.float32))
                     elif self.stats[n].device != g.device:  # restored from a CPU checkpoint
                         self.stats[n] = self.stats[n].to(g.device)
-                    self.stats[n].mul_(self.stat_decay).add_(g, alpha=1 - self.stat_decay)
+                    stats.append(self.stats[n])
+                    grads.append(g)
+                if stats:  # one foreach pair for all layers, not two kernels per layer
+                    torch._foreach_mul_(stats, self.stat_decay)
+                    torch._foreach_add_(stats, grads, alpha=1 - self.stat_decay)
         window = self.needs_grad and self.grad_accumulation > 1
         next_update = (step // self.schedule.delta_t + 1) * self.schedule.delta_t
         if window and 0 < next_update - step < self.grad_accumulation and next_update < self.schedule.t_end:
@@ -163,6 +177,7 @@ class DropGrow:
     def update(self, step: int, model: torch.nn.Module, sparsifier: Sparsifier) -> dict:
         params = dict(model.named_parameters())
         old = sparsifier.masks
+        active = _counts(list(old.values()))  # one host sync for every layer's count
         layers = []
         for i, (n, m) in enumerate(old.items()):
             grad = None
@@ -170,18 +185,19 @@ class DropGrow:
                 g = params[n].grad
                 grad = g + self.grad_sum[n].to(g.device) if n in self.grad_sum else g
             g = torch.Generator().manual_seed(derive_seed(self.seed, "dst", step, i))
-            layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g))
+            layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g, active[i]))
         self.grad_sum = {}
         fraction = self.schedule.drop_fraction(step)
         n_drop = self.drop_counts(layers, fraction)
-        kept = {l.name: top_k(self.drop_score(l), int(l.mask.sum()) - n_drop[l.name], l.mask, ties="topk")
+        kept = {l.name: top_k(self.drop_score(l), l.active - n_drop[l.name], l.mask, ties="topk")
                 for l in layers}
         n_grow = self.grow_counts(layers, n_drop)
         new = Masks()
         grown_new = {}
         for l in layers:
             candidates = ~kept[l.name]
-            grow = top_k(self.grow_score(l).to(l.weight.dtype), n_grow[l.name], candidates, ties="topk")
+            # the score's own dtype (float32 for bf16 weights' scores): top_k compares as float32
+            grow = top_k(self.grow_score(l), n_grow[l.name], candidates, ties="topk")
             new[l.name] = kept[l.name] | grow
             grown_new[l.name] = grow & ~l.mask
         sparsifier.set_masks(new)  # zeroes dropped weights and their optimizer state
@@ -189,15 +205,20 @@ class DropGrow:
             seen = self.ever_active.get(l.name)
             seen = l.mask.clone() if seen is None else seen.to(l.mask.device) | l.mask
             self.ever_active[l.name] = seen | new[l.name]
-        for l in layers:
+        k = len(layers)  # the record's counts and the grown counts, read back together
+        counts = _counts([grown_new[l.name] for l in layers]
+                         + [l.mask & ~kept[l.name] & new[l.name] for l in layers] + list(self.ever_active.values()))
+        n_fresh = counts[:k]
+        for l, n_new in zip(layers, n_fresh):
             fresh = grown_new[l.name]
-            if self.grow_init != "zero" and fresh.any():
-                params[l.name].data[fresh] = self._grow_values(l, int(fresh.sum()))
+            if self.grow_init != "zero" and n_new:
+                # masked_scatter_ fills the True positions in row-major order, as fresh-indexing
+                # would, without a host sync
+                params[l.name].data.masked_scatter_(fresh, self._grow_values(l, n_new))
             sparsifier.zero_state_at(l.name, fresh)
         record = {"step": step, "drop_fraction": fraction, "dropped": sum(n_drop.values()),
-                  "grown_new": sum(int(grown_new[l.name].sum()) for l in layers),
-                  "regrown": sum(int((l.mask & ~kept[l.name] & new[l.name]).sum()) for l in layers),
-                  "ever_active": sum(int(m.sum()) for m in self.ever_active.values())
+                  "grown_new": sum(n_fresh), "regrown": sum(counts[k:2 * k]),
+                  "ever_active": sum(counts[2 * k:])
                   / max(1, sum(m.numel() for m in self.ever_active.values()))}
         self.history.append(record)
         return record
@@ -266,8 +287,13 @@ class SNFS(DropGrow):
 
     def grow_counts(self, layers, dropped):
         total = sum(dropped.values())
-        weight = {l.name: float(l.stat[l.mask].abs().mean()) if l.mask.any() else 0.0 for l in layers}
-        capacity = {l.name: l.mask.numel() - int(l.mask.sum()) + dropped[l.name] for l in layers}
+        # mean |momentum| over each layer's active weights, taken in the order stat[mask] would
+        # (nonzero_static: no host sync), all layers read back at once
+        means = [l.stat.abs().flatten()[torch.nonzero_static(l.mask.flatten(), size=l.active).squeeze(1)].mean()
+                 for l in layers if l.active]
+        means = iter(torch.stack(means).tolist() if means else [])
+        weight = {l.name: next(means) if l.active else 0.0 for l in layers}
+        capacity = {l.name: l.mask.numel() - l.active + dropped[l.name] for l in layers}
         return _apportion(total, weight, capacity)
 
 
@@ -282,12 +308,11 @@ class DSR(DropGrow):
         self.tolerance = tolerance
 
     def drop_counts(self, layers, fraction):
-        target = fraction * sum(int(l.mask.sum()) for l in layers)
+        target = fraction * sum(l.active for l in layers)
         counts = {}
-        for l in layers:
-            active = int(l.mask.sum())
-            below = int(((l.weight.abs() < self.threshold) & l.mask).sum())
-            counts[l.name] = min(below, max(0, active - 1))
+        below = _counts([(l.weight.abs() < self.threshold) & l.mask for l in layers])
+        for l, n_below in zip(layers, below):
+            counts[l.name] = min(n_below, max(0, l.active - 1))
         dropped = sum(counts.values())
         if dropped > (1 + self.tolerance) * target:
             self.threshold /= 2
@@ -301,8 +326,8 @@ class DSR(DropGrow):
 
     def grow_counts(self, layers, dropped):
         total = sum(dropped.values())
-        surviving = {l.name: float(int(l.mask.sum()) - dropped[l.name]) for l in layers}
-        capacity = {l.name: l.mask.numel() - int(l.mask.sum()) for l in layers}
+        surviving = {l.name: float(l.active - dropped[l.name]) for l in layers}
+        capacity = {l.name: l.mask.numel() - l.active for l in layers}
         return _apportion(total, surviving, capacity)
 
     def state_dict(self):
@@ -311,6 +336,15 @@ class DSR(DropGrow):
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.threshold = state.get("threshold", self.threshold)
+
+
+def _counts(masks: list[torch.Tensor]) -> list[int]:
+    """int(m.sum()) of each bool tensor, read back to the host in one sync (each int() is one)."""
+    if not masks:
+        return []
+    sums = [m.sum() for m in masks]
+    device = sums[0].device
+    return torch.stack([t.to(device) for t in sums]).tolist()
 
 
 def _apportion(total: int, weight: dict[str, float], capacity: dict[str, int]) -> dict[str, int]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import JackpotError, check_fraction
 from .pruning import prune_to_density, scores_magnitude
+from .schedules import Schedule
 
 
 @dataclass
@@ -34,8 +35,8 @@ class GradualMagnitude:
             return self.initial_density
         if step >= self.end:
             return self.final_density
-        progress = (step - self.start) / (self.end - self.start)
-        return self.final_density + (self.initial_density - self.final_density) * (1 - progress) ** 3
+        return Schedule("polynomial", self.initial_density, self.final_density).value(
+            step - self.start, self.end - self.start)
 
     def is_update(self, step: int) -> bool:
         return self.start <= step <= self.end and ((step - self.start) % self.every == 0 or step == self.end)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import JackpotError
+from ..files import atomic_torch_save, safe_torch_load
 
 
 def keep_count(density: float, n: int) -> int:
@@ -118,16 +119,22 @@ class Masks(dict):
                 out[n] = part.view(self[n].shape).to(self[n].device)
         return Masks({n: out[n] for n in self})
 
+    @torch.no_grad()
+    def apply_to(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Zero the pruned entries of `model`'s masked parameters in place; returns `model`."""
+        params = dict(model.named_parameters())
+        for n, m in self.items():
+            params[n].mul_(m.to(params[n].device))
+        return model
+
     def to(self, device) -> "Masks":
         return Masks({n: m.to(device) for n, m in self.items()})
 
     def save(self, path: str | Path) -> None:
-        from ..store import atomic_torch_save
         atomic_torch_save({n: m.cpu() for n, m in self.items()}, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Masks":
-        from ..store import safe_torch_load
         data = safe_torch_load(path, what="mask file")
         if not isinstance(data, dict) or not all(
                 isinstance(v, torch.Tensor) and v.dtype == torch.bool for v in data.values()):

@@ -21,7 +21,7 @@ def prunable_names(model: nn.Module, keep_first: bool = False, keep_output: bool
         raise JackpotError("the model has no conv or linear layer to prune")
     missing = [k for k in keep_layers if k not in dict(model.named_modules())]
     if missing:
-        raise JackpotError(f"--keep-layers names no module of the model: {', '.join(missing)} "
+        raise JackpotError(f"`masks.keep_layers` names no module of the model: {', '.join(missing)} "
                            f"(layers: {', '.join(layers)})")
     dense = set(keep_layers)
     if keep_first:

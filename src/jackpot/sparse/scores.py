@@ -4,6 +4,8 @@ A score is `fn(model, masks, batches, loss_fn=F.cross_entropy, **opts) -> {name:
 masked parameters. `batches` is a list of (x, y) chosen by the caller; data-free scores ignore it.
 Scores never change the caller's model: no weight, buffer (BN running stats) or .grad is touched.
 The caller guarantees pruned weights are zero, so gradient scores see the masked network.
+compute_scores and iterative_prune take `device=` (the run's --device): they score a copy of the
+model there, with the masks and batches moved once, and hand results back on the masks' device.
 """
 from __future__ import annotations
 
@@ -44,6 +46,16 @@ def _need_batches(name: str, batches) -> None:
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _on_device(model: nn.Module, masks: Masks, batches, device):
+    """(model, masks, batches) on `device`: copies moved once (the caller's stay where they are),
+    or the inputs themselves when device is None or already theirs."""
+    if device is None or torch.device(device) == _device(model):
+        return model, masks, batches
+    device = torch.device(device)
+    batches = None if batches is None else [(x.to(device), y.to(device)) for x, y in batches]
+    return copy.deepcopy(model).to(device), masks.to(device), batches
 
 
 def _grad_sum(model, masks, batches, loss_fn, scale=1.0) -> list[torch.Tensor]:
@@ -136,21 +148,26 @@ SCORES = {"magnitude": magnitude, "magnitude-init-normalized": magnitude_init_no
 
 
 def compute_scores(name: str, model: nn.Module, masks: Masks, batches=None, *, generator=None, invert=False,
-                   loss_fn=F.cross_entropy, **opts) -> dict[str, torch.Tensor]:
+                   loss_fn=F.cross_entropy, device=None, **opts) -> dict[str, torch.Tensor]:
     """Scores by registry name. invert=True keeps the lowest scores: negation, not 1/v (which breaks
-    signed GraSP scores and zeros), so pruning keeps exactly the same counts."""
+    signed GraSP scores and zeros), so pruning keeps exactly the same counts. `device`: score there
+    (see the module docstring); the scores come back on the masks' device."""
     if name not in SCORES:
         raise JackpotError(f"unknown score {name!r}; valid scores: {', '.join(SCORES)}")
+    home = {n: m.device for n, m in masks.items()}
+    model, masks, batches = _on_device(model, masks, batches, device)
     scores = SCORES[name](model, masks, batches, loss_fn, generator=generator, **opts)
+    scores = {n: s.to(home[n]) for n, s in scores.items()}
     return {n: -s for n, s in scores.items()} if invert else scores
 
 
 def iterative_prune(score_name: str, model: nn.Module, masks: Masks, batches, density: float, rounds: int,
-                    schedule: str = "exponential", scope: str = "global", **opts) -> Masks:
+                    schedule: str = "exponential", scope: str = "global", device=None, **opts) -> Masks:
     """Prune to `density` (of all masked weights) in `rounds` rounds, re-scoring the masked network
     each round (iterative SynFlow: 100 rounds; 1 round = one-shot). Round k targets d^(k/n)
     (exponential) or 1-(1-d)k/n (linear). Global scope ends at exactly keep_count(density, total);
-    layerwise scope keeps keep_count(d_k, N_l) in every layer."""
+    layerwise scope keeps keep_count(d_k, N_l) in every layer. `device`: every round scores and
+    prunes there; the masks come back on the device of `masks`."""
     check_fraction(density, "target density")
     if rounds < 1:
         raise JackpotError(f"rounds must be at least 1, got {rounds}")
@@ -158,7 +175,8 @@ def iterative_prune(score_name: str, model: nn.Module, masks: Masks, batches, de
         raise JackpotError(f"unknown schedule {schedule!r}; valid: exponential, linear")
     if scope not in ("global", "layerwise"):
         raise JackpotError(f"unknown scope {scope!r}; valid: global, layerwise")
-    current = masks.clone()
+    home = {n: m.device for n, m in masks.items()}
+    model, current, batches = _on_device(model, masks.clone(), batches, device)
     for k in range(1, rounds + 1):
         d_k = density ** (k / rounds) if schedule == "exponential" else 1.0 - (1.0 - density) * k / rounds
         d_k = density if k == rounds else d_k  # no float drift on the last round
@@ -168,4 +186,4 @@ def iterative_prune(score_name: str, model: nn.Module, masks: Masks, batches, de
                 p.mul_(m)
         scores = compute_scores(score_name, net, current, batches, **opts)
         current = prune_to_density(scores, current, d_k, scope)
-    return current
+    return Masks({n: m.to(home[n]) for n, m in current.items()})

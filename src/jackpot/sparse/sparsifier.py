@@ -68,7 +68,7 @@ class Sparsifier:
         for opt in self._optimizers:
             for value in opt.state.get(self._params[name], {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == positions.shape:
-                    value[positions] = 0.0
+                    value.masked_fill_(positions.to(value.device), 0.0)  # bool indexing would sync
 
     @torch.no_grad()
     def _zero_state(self, optimizer: torch.optim.Optimizer) -> None:

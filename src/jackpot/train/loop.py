@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..config import TrainConfig, derive_seed
@@ -97,6 +98,9 @@ def train_stage(stage: Stage) -> dict:
     problem = _finished_problem(stage)
     if problem is None:
         return read_json(d / "done.json", "stage record")
+    shares = ddp_batch_problem(stage.model, stage.dataset.num_train, stage.batch_size, ddp.world_size())
+    if shares:  # every rank refuses alike, before this stage touches a file
+        raise JackpotError(shares)
     if (d / "done.json").exists() and primary:  # recompute it from the start, outputs included
         print(f"jackpot: warning: stage {d} is not whole ({problem}); recomputing it", file=sys.stderr)
         for path in [d / "done.json", d / "checkpoint.pt", *map(Path, stage.outputs)]:
@@ -111,7 +115,8 @@ def train_stage(stage: Stage) -> dict:
     if sparsifier:
         sparsifier.attach(optimizer)
     net, callbacks = model, stage.callbacks
-    if ddp.is_distributed():  # one run on many processes: see jackpot.launch.ddp
+    distributed = ddp.is_distributed()
+    if distributed:  # one run on many processes: see jackpot.launch.ddp
         net = ddp.wrap(model, stage.device)
         callbacks = [ddp.MaskSync(cb) for cb in stage.callbacks]
 
@@ -158,7 +163,13 @@ def train_stage(stage: Stage) -> dict:
         for g in optimizer.param_groups:
             g["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(x), y)
+        if not distributed:
+            loss = F.cross_entropy(net(x), y)
+            loss_sum = None
+        else:  # DDP averages gradients over ranks: scale this rank's sum so that is the batch mean
+            count = data.global_size(step)
+            loss_sum = F.cross_entropy(net(x), y, reduction="sum")
+            loss = loss_sum * (ddp.world_size() / count)
         loss.backward()
         skip = False
         for cb in callbacks:
@@ -167,7 +178,9 @@ def train_stage(stage: Stage) -> dict:
         if not skip:
             optimizer.step()
         step += 1
-        running.append(ddp.global_mean(loss.detach(), y.shape[0]))  # the whole batch's loss, not this rank's share
+        # the whole batch's loss (not this rank's share), the same on every rank: NaN on every rank
+        # when any rank's is, so all of them decide divergence alike and stop at the same step
+        running.append(loss.detach() if loss_sum is None else ddp.batch_mean(loss_sum, count))
         if (step % spe == 0) or step == stage.end:
             train_loss = float(torch.stack(running).mean())
             running = []
@@ -189,7 +202,7 @@ def train_stage(stage: Stage) -> dict:
                               ckpt_path)
             last_checkpoint = time.perf_counter()
 
-    if ddp.is_distributed():
+    if distributed:
         _check_ranks_agree(model, sparsifier)
     final_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(final_state, d / "final.pt")
@@ -213,12 +226,14 @@ def train_stage(stage: Stage) -> dict:
 
 @torch.no_grad()
 def _check_ranks_agree(model: torch.nn.Module, sparsifier) -> None:
-    """Masks and weights must be identical on every rank; a cheap float64 fingerprint proves it."""
-    import torch.distributed as dist
+    """Masks and weights must be identical on every rank; a cheap float64 fingerprint proves it.
+    A diverged run's NaN weights agree too (NaN != NaN would fail torch.equal): NaN becomes -1,
+    a value no sum of absolute values takes."""
     parts = [p.detach().double().abs().sum() for p in model.parameters()]
     if sparsifier:
         parts += [m.double().sum() * (i + 1) for i, m in enumerate(sparsifier.masks.values())]
     fp = torch.stack(parts).to(next(model.parameters()).device)
+    fp = torch.where(fp.isnan(), torch.full_like(fp, -1.0), fp)
     low, high = fp.clone(), fp.clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
@@ -253,13 +268,34 @@ class _Batches:
                 self.order = torch.arange(self.x.shape[0], device=self.x.device)
             self.epoch = epoch
         idx = self.order[i * s.batch_size:(i + 1) * s.batch_size]
-        if ddp.is_distributed():  # each rank takes its share of the global batch
-            idx = idx[ddp.rank()::ddp.dist_env().world_size]
-        x = self.x[idx]
-        if s.dataset.augment:
+        x, y = self.x[idx], self.y[idx]
+        if s.dataset.augment:  # drawn for the whole batch, so a rank's share is cropped as one process crops it
             g = torch.Generator().manual_seed(derive_seed(s.order_seed, "augment", step))
             x = augment_batch(x, s.dataset.augment, g)
-        return x, self.y[idx]
+        if ddp.is_distributed():  # each rank takes its share of the global batch (possibly none)
+            share = slice(ddp.rank(), None, ddp.world_size())
+            x, y = x[share], y[share]
+        return x, y
+
+    def global_size(self, step: int) -> int:
+        """Examples in the global batch of `step` (the last batch of an epoch may be short)."""
+        s = self.stage
+        i = step % s.steps_per_epoch
+        return min(s.batch_size, s.dataset.num_train - i * s.batch_size)
+
+
+def ddp_batch_problem(model: torch.nn.Module, num_train: int, batch_size: int, world_size: int) -> str | None:
+    """Why this batch size cannot train `model` on `world_size` ranks, or None. BatchNorm normalises
+    with each rank's own examples (no SyncBatchNorm, see jackpot.launch.ddp): a rank with fewer than
+    2 examples of a batch would raise (BatchNorm1d) or normalise with one example's statistics."""
+    if world_size <= 1 or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return None
+    last = num_train - (math.ceil(num_train / batch_size) - 1) * batch_size  # the smallest batch
+    if last // world_size >= 2:
+        return None
+    return (f"batch size {batch_size} with {num_train} training examples on {world_size} processes: the "
+            f"last batch of an epoch has {last}, so some rank gets {last // world_size}, and BatchNorm needs "
+            f"at least 2 per rank; choose a batch size that leaves at least {2 * world_size} in the last batch")
 
 
 @torch.no_grad()

@@ -1,7 +1,19 @@
 """`jackpot sweep` and `jackpot report`."""
 from __future__ import annotations
 
-from .errors import JackpotError
+import signal
+
+from ..analysis import report
+from ..config import kind_groups
+from ..errors import JackpotError
+from ..launch.device import resolve_device
+from ..launch.grid import expand, parse_grid, preflight
+from ..launch.local import LocalLauncher
+from ..launch.ray_launcher import RayLauncher
+from ..launch.slurm import SlurmLauncher
+from ..launch.sweep import Sweep, run_sweep
+from ..store import store_root
+from .flags import add_config_flags, config_from_args, store_flag
 
 LAUNCHERS = ("local", "ray", "slurm")
 
@@ -9,9 +21,6 @@ LAUNCHERS = ("local", "ray", "slurm")
 def register(sub, recipe=None) -> None:
     """Add the sweep/report subcommands to the `jackpot` parser (`recipe` fills in the defaults
     of its kind's flags, as for the single-run commands)."""
-    from .cli import _common, add_config_flags
-    from .launch.grid import KIND_GROUPS
-
     sweep = sub.add_parser(
         "sweep", help="a grid of runs (methods x densities x seeds x ...) on local cores, Ray or SLURM",
         description="Expand --grid over any config fields into runs keyed by their hash and run the "
@@ -20,7 +29,7 @@ def register(sub, recipe=None) -> None:
                     "--duration 20ep --grid sparse.method=rigl,set --grid density=0.05,0.1 --grid seed=0,1,2 "
                     "--workers 4")
     kinds = sweep.add_subparsers(dest="kind", required=True, metavar="KIND")
-    for kind, groups in KIND_GROUPS.items():
+    for kind, groups in kind_groups().items():
         p = kinds.add_parser(kind, help=f"a grid of `jackpot {kind}` runs")
         add_config_flags(p, groups)
         g = p.add_argument_group("sweep")
@@ -47,7 +56,7 @@ def register(sub, recipe=None) -> None:
         g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per array task")
         g.add_argument("--slurm-mem-gb", type=float)
         g.add_argument("--dry-run", action="store_true", help="write the sweep record, list the runs, run nothing")
-        _common(p)
+        store_flag(p)
         p.set_defaults(func=cmd_sweep, _sweep_kind=kind)
         if recipe is not None and recipe.kind == kind:
             p.set_defaults(**recipe.resolved())
@@ -61,14 +70,11 @@ def register(sub, recipe=None) -> None:
     rep.add_argument("-o", "--output", required=True, help="output directory")
     rep.add_argument("--tensorboard", metavar="DIR", help="also write every run's metrics as TensorBoard "
                                                           "event files under DIR (needs jackpot[tb])")
-    _common(rep)
+    store_flag(rep)
     rep.set_defaults(func=cmd_report)
 
 
 def _sweep_points(args):
-    from .cli import config_from_args
-    from .launch.grid import expand, parse_grid, preflight
-
     kind = args._sweep_kind
     specs = list(args.grid)
     if args.seeds is not None:
@@ -85,24 +91,16 @@ def _launcher(args, sweep):
     if args.ray_address and args.launcher != "ray":
         raise JackpotError("--ray-address needs --launcher ray")
     if args.launcher == "ray":
-        from .launch.ray_launcher import RayLauncher
         return RayLauncher(args.workers, args.threads, args.ray_address)
     if args.launcher == "slurm":
-        from .launch.slurm import SlurmLauncher
         return SlurmLauncher(sweep.dir / "submitit", args.workers, args.threads, args.slurm_cluster,
                              args.slurm_partition, args.slurm_timeout_min, args.slurm_gpus, args.slurm_mem_gb)
-    from .launch.local import LocalLauncher
     return LocalLauncher(args.workers, args.threads)
 
 
 def cmd_sweep(args) -> int:
-    import signal
-
-    from .cli import _device
-    from .launch.sweep import Sweep, run_sweep
-
     kind, grid, points = _sweep_points(args)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     sweep = Sweep.create(kind, points, grid, args.store)
     launcher = _launcher(args, sweep)  # checks the launcher (installed, address answers) before writing
     if args.launcher == "ray" and args.ray_address:
@@ -132,11 +130,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .analysis.report import write_report
-    from .store import store_root
-
     source = args.source or str(store_root(args.store))
-    out = write_report(source, args.output, tensorboard=args.tensorboard)
+    out = report.write_report(source, args.output, tensorboard=args.tensorboard)
     print(f"report: {out / 'index.html'}")
     for name in ("results.md", "results.csv"):
         print(f"table:  {out / name}")

@@ -1,0 +1,26 @@
+"""Which device a command computes on: --device, or this rank's GPU under torchrun/srun."""
+from __future__ import annotations
+
+import atexit
+
+import torch
+
+from ..errors import JackpotError
+from . import ddp
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> cuda when available; under torchrun one process per device (joins the group)."""
+    if ddp.dist_env().world_size > 1:
+        _, device = ddp.init("gloo" if name == "cpu" else None)
+        atexit.register(ddp.shutdown)  # leave the process group when the command ends
+        return "cpu" if name == "cpu" else str(device)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise JackpotError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise JackpotError(f"unknown --device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    return name
