@@ -1,5 +1,5 @@
 """Shared benchmark helpers: one thread, interleaved repetitions, ratios of medians per round.
-Calls are timed by jackpot.export.timing (synchronized on CUDA, like export and `jackpot bench`)."""
+Calls are timed by jackpot.sparse.timing (synchronized on CUDA, like export and `jackpot bench`)."""
 from __future__ import annotations
 
 import random
@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from jackpot.export.timing import seconds_per_call
+from jackpot.sparse.timing import seconds_per_call
 
 
 def setup_threads(n: int = 1) -> None:

@@ -1,5 +1,5 @@
-"""The library-level checks of bench/gpu_check.sh, on one device (the CLI's export and bench have
-no --device): each asserts numbers, prints one line, and exits non-zero on any failure.
+"""The library-level checks of bench/gpu_check.sh, on one device: each asserts numbers, prints one
+line, and exits non-zero on any failure.
 
   python bench/gpu_check.py sparse-linear|export|syncs DEVICE [--tiny]
 """

@@ -62,13 +62,25 @@ step lottery "$DEV" "${JACKPOT[@]}" lottery --dataset mnist1d --model mnist1d-ml
     --duration "$DUR" --device "$DEV" "${COMMON[@]}"
 step rigl "$DEV" "${JACKPOT[@]}" sparse --dataset mnist1d --model mnist1d-mlp --method rigl --density 0.1 \
     --delta-t 25 --duration "$DUR" --device "$DEV" "${COMMON[@]}"
+for prec in bf16 fp16; do  # autocast (and fp16's grad scaler) with RigL reading gradients
+    step "rigl-$prec" "$DEV" "${JACKPOT[@]}" sparse --dataset mnist1d --model mnist1d-mlp --method rigl --density 0.1 \
+        --delta-t 25 --duration "$DUR" --precision "$prec" --device "$DEV" "${COMMON[@]}"
+done
+# the deterministic default: the same run twice in two stores ends in the same bits
+for s in a b; do
+    step "determinism-$s" "$DEV" "${JACKPOT[@]}" sparse --dataset mnist1d --model mnist1d-mlp --method rigl \
+        --density 0.1 --delta-t 25 --duration "$DUR" --device "$DEV" --threads 1 --store "$STORE/det-$s" --quiet
+done
+step determinism "$DEV" "$PY" -c "import glob, sys, torch
+a, b = (torch.load(glob.glob('$STORE/det-' + s + '/sparse-*/train/final.pt')[0], weights_only=True) for s in 'ab')
+bad = [k for k in a if not torch.equal(a[k], b[k])]
+print('bit-identical' if not bad else 'differ: ' + ', '.join(bad)); sys.exit(1 if bad else 0)"
 step pai-synflow "$DEV" "${JACKPOT[@]}" pai --dataset mnist1d --model mnist1d-mlp --score synflow --rounds 10 \
     --density 0.05 --duration "$DUR" --device "$DEV" "${COMMON[@]}"
 step sparse-linear "$DEV" "$PY" bench/gpu_check.py sparse-linear "$DEV" $TINY
 RUN=$(ls -d "$STORE"/lottery-* 2>/dev/null | head -n 1)
 if [ -n "$RUN" ]; then
-    # the CLI's export has no --device: it rebuilds the stored network on the CPU
-    step export-cli cpu "${JACKPOT[@]}" export "$(basename "$RUN")" -o "$WORK/model.pt" "${COMMON[@]}"
+    step export-cli "$DEV" "${JACKPOT[@]}" export "$(basename "$RUN")" -o "$WORK/model.pt" --device "$DEV" "${COMMON[@]}"
 else
     ROWS+=("$(printf '%-18s %-6s %8s  %s' export-cli cpu - "FAIL (no lottery run to export)")"); FAILED+=(export-cli)
 fi

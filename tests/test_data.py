@@ -116,8 +116,9 @@ def test_npz_images_per_channel_and_uint8_scaled(tmp_path):
     d = load_dataset(_save_npz(tmp_path / "i.npz", x_train=x, y_train=np.arange(20) % 4,
                                x_test=x[:6], y_test=np.arange(6) % 4), val_size=5)
     assert d.input_shape == (2, 4, 4) and d.num_classes == 4 and d.x_val.shape == (5, 2, 4, 4)
-    per_channel_mean = d.x_train.mean(dim=(0, 2, 3))
-    per_channel_std = d.x_train.std(dim=(0, 2, 3))
+    assert d.x_train.dtype == torch.uint8  # pixels stay compact; the network sees them standardised
+    per_channel_mean = d.inputs(d.x_train).mean(dim=(0, 2, 3))
+    per_channel_std = d.inputs(d.x_train).std(dim=(0, 2, 3))
     assert torch.allclose(per_channel_mean, torch.zeros(2), atol=1e-5)
     assert torch.allclose(per_channel_std, torch.ones(2), atol=1e-4)
 
@@ -188,7 +189,7 @@ def test_mnist_idx_files(tmp_path, name, folder, gz):
     assert d.y_train.tolist() == written["train"][1].tolist()
     # normalisation is an affine map of pixels/255: check ordering of pixel values is preserved
     img = written["train"][0][0].astype(np.float32) / 255
-    got = d.x_train[0, 0].numpy()
+    got = d.inputs(d.x_train)[0, 0].numpy()
     mean, std = (written["train"][0] / 255).mean(), (written["train"][0] / 255).std(ddof=1)
     assert np.allclose(got, (img - mean) / std, atol=1e-4)
 
@@ -241,8 +242,8 @@ def test_cifar_pickles(tmp_path, name, n_train, classes):
     # channel-major layout: first 1024 bytes of a row are the red plane
     first = written["data_batch_1" if name == "cifar10" else "train"][0][0]
     red = torch.from_numpy(first[:1024].reshape(32, 32).astype(np.float32))
-    assert torch.corrcoef(torch.stack([red.flatten(), d.x_train[0, 0].flatten()]))[0, 1] > 0.999
-    assert torch.allclose(d.x_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.corrcoef(torch.stack([red.flatten(), d.inputs(d.x_train)[0, 0].flatten()]))[0, 1] > 0.999
+    assert torch.allclose(d.inputs(d.x_train).mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
 
 
 def test_cifar_pickle_with_code_is_refused(tmp_path):
@@ -336,3 +337,20 @@ def test_augment_bad_input():
         augment_batch(torch.zeros(1, 1, 4, 4), "mixup", torch.Generator())
     with pytest.raises(JackpotError, match=r"\(N, C, H, W\)"):
         augment_batch(torch.zeros(4, 40), "crop-flip", torch.Generator())
+
+
+def test_pixel_sets_are_held_as_uint8_and_the_network_sees_the_same_bits(tmp_path):
+    """Issue 15: CIFAR-shaped data kept as uint8 (a quarter of float32's memory); each batch scaled
+    and standardised exactly as the whole set once was (numpy float32 /255, per-channel float64
+    statistics, written out here)."""
+    written = _write_cifar(tmp_path, "cifar10")
+    d = load_dataset("cifar10", root=str(tmp_path))
+    assert d.x_train.dtype == torch.uint8 and d.x_test.dtype == torch.uint8
+    assert d.x_train.element_size() == 1  # a byte per value: 0.25x of the float32 it replaced
+    raw = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
+    old = raw.astype(np.float32) / 255.0  # what the reader once stored
+    od = old.astype(np.float64)
+    mean = od.mean(axis=(0, 2, 3)).astype(np.float32).reshape(1, 3, 1, 1)
+    std = od.std(axis=(0, 2, 3), ddof=1).astype(np.float32).reshape(1, 3, 1, 1)
+    assert torch.equal(d.inputs(d.x_train), torch.from_numpy((old - mean) / std))
+    assert torch.equal(d.inputs(d.x_train[3:7]), d.inputs(d.x_train)[3:7])  # batch by batch, the same bits

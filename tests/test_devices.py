@@ -17,7 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from jackpot.config import DataConfig, ModelConfig, PaiConfig, RunConfig, TrainConfig
 from jackpot.data import augment as augment_mod
 from jackpot.data import augment_batch
-from jackpot.export import SparseLinear, export_model, timing
+from jackpot.export import SparseLinear, export_model
+from jackpot.sparse import timing
 from jackpot.export import exporter as exporter_mod
 from jackpot.export.bench import benchmark, format_benchmark
 from jackpot.procedures.context import RunContext
@@ -261,10 +262,10 @@ def _mlp(depth: int) -> nn.Module:
     return nn.Sequential(*[nn.Linear(40, 40) for _ in range(depth)])
 
 
-def _update_syncs(method: str, depth: int, **kw) -> Counter:
+def _update_syncs(method: str, depth: int, density: float = 0.3, **kw) -> Counter:
     model = _mlp(depth)
     g = torch.Generator().manual_seed(0)
-    masks = Masks({f"{i}.weight": torch.rand(40, 40, generator=g) < 0.3 for i in range(depth)})
+    masks = Masks({f"{i}.weight": torch.rand(40, 40, generator=g) < density for i in range(depth)})
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sp = Sparsifier(model, masks).attach(opt)
     dst = make_method(method, UpdateSchedule(delta_t=2, alpha=0.3, t_end=100), **kw)
@@ -282,15 +283,15 @@ def _update_syncs(method: str, depth: int, **kw) -> Counter:
 
 
 @pytest.mark.parametrize("method, kw, own", [("rigl", {}, 2), ("set", {}, 2), ("snfs", {}, 3), ("dsr", {}, 3),
-                                             ("rigl", {"grow_init": "init"}, 2)])
+                                             ("rigl", {"grow_init": "init"}, 2), ("rigl", {"density": 0.05}, 2),
+                                             ("snfs", {"density": 0.05}, 3)])
 def test_dst_update_syncs_do_not_grow_with_depth(method, kw, own):
-    """Before: 7 (RigL, SET) to 11 (SNFS, DSR) syncs per layer in dst.py and sparsifier.py; now a
-    fixed `own` per update. masks.top_k, shared with pruning, still reads its allowed count (and
-    nonzero on sparse layers): 2-3 per layer, counted apart."""
+    """Before: 7 (RigL, SET) to 11 (SNFS, DSR) syncs per layer in dst.py and sparsifier.py, then
+    masks.top_k's count of allowed positions (and nonzero on layers under 1/8 dense, density 0.05
+    here): 2-3 per layer. Now a fixed `own` per update, all in dst.py: top_k is handed the counts."""
     for depth in (2, 5):
         syncs = _update_syncs(method, depth, **kw)
-        assert syncs["dst.py"] + syncs["sparsifier.py"] == own, syncs
-        assert set(syncs) <= {"dst.py", "masks.py"}, syncs
+        assert syncs == {"dst.py": own}, syncs
 
 
 def test_snfs_statistic_is_one_foreach_pair_per_step():

@@ -1,11 +1,13 @@
 """Invariant 4 and the DST skeleton: counts kept, grown weights at their init value with zero
 optimizer state, drop-fraction schedules, GMP's cubic, and a new method in a few lines."""
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from jackpot.cli.flags import in_flags
 from jackpot.errors import JackpotError
 from jackpot.models import create_model
 from jackpot.sparse import Masks, Sparsifier, keep_count, prunable_names
@@ -157,11 +159,64 @@ def test_a_new_method_on_the_skeleton_is_a_few_lines():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(delta_t=0), "--delta-t"), (dict(alpha=1.5), "--alpha"), (dict(kind="sawtooth"), "drop schedule"),
+    (dict(delta_t=0), "`sparse.delta_t`"), (dict(alpha=1.5), "`sparse.alpha`"), (dict(kind="sawtooth"), "drop schedule"),
 ])
 def test_bad_schedules(kwargs, message):
-    with pytest.raises(JackpotError, match=message):
+    with pytest.raises(JackpotError, match=re.escape(message)):
         UpdateSchedule(**kwargs)
+
+
+@pytest.mark.parametrize("make, parameter, flag", [
+    (lambda: UpdateSchedule(delta_t=0), "`sparse.delta_t`", "--delta-t must be a positive number of steps"),
+    (lambda: UpdateSchedule(alpha=-0.1), "`sparse.alpha`", "--alpha (drop fraction) must be in [0, 1]"),
+    (lambda: make_method("rigl", UpdateSchedule(), grad_accumulation=0), "`sparse.grad_accumulation`",
+     "--grad-accumulation must be >= 1"),
+])
+def test_engine_errors_name_config_parameters_the_cli_prints_as_flags(make, parameter, flag):
+    with pytest.raises(JackpotError) as e:
+        make()
+    assert parameter in str(e.value) and "--" not in str(e.value)
+    assert in_flags(str(e.value)).startswith(flag)
+
+
+def test_an_unknown_grow_init_names_its_parameter_at_the_first_grow():
+    model, optimizer, sparsifier = sparse_setup()
+    method = make_method("set", UpdateSchedule(delta_t=5, t_end=30), grow_init="fresh")
+    with pytest.raises(JackpotError) as e:
+        train(model, optimizer, sparsifier, method, 6)
+    assert "unknown `sparse.grow_init` 'fresh'" in str(e.value)
+    assert in_flags(str(e.value)).startswith("unknown --grow-init 'fresh'")
+
+
+def test_dsr_drops_below_its_threshold_adapts_it_and_resumes_with_it():
+    """Each layer drops its active weights under H (keeping one), H doubles when too few go and
+    halves when too many; as many weights grow as were dropped, never a just-dropped one; H travels
+    with the checkpoint."""
+    model, optimizer, sparsifier = sparse_setup()
+    schedule = UpdateSchedule(delta_t=5, alpha=0.3, t_end=30, kind="constant")
+    method = make_method("dsr", schedule, seed=1)
+    params = dict(model.named_parameters())
+    seen = []  # (H, |w|) just before each update
+    update = method.update
+
+    def spy(step, model_, sp):
+        seen.append((method.threshold, {n: params[n].detach().abs().clone() for n in sp.masks}))
+        return update(step, model_, sp)
+    method.update = spy
+
+    def check(step, before, after):
+        h, w = seen[-1]
+        dropped = {n: int((m & ~after[n]).sum()) for n, m in before.items()}
+        assert dropped == {n: min(int(((w[n] < h) & m).sum()), int(m.sum()) - 1) for n, m in before.items()}
+        total, target = sum(dropped.values()), 0.3 * before.count()
+        assert method.threshold == (h / 2 if total > 1.1 * target else h * 2 if total < 0.9 * target else h)
+        assert after.count() == before.count() and method.history[-1]["regrown"] == 0
+
+    train(model, optimizer, sparsifier, method, 26, check)
+    assert len(method.history) == 5 and len({h for h, _ in seen}) > 1  # H moved
+    resumed = make_method("dsr", schedule, seed=1)
+    resumed.load_state_dict(method.state_dict())
+    assert resumed.threshold == method.threshold != 1e-3 and resumed.history == method.history
 
 
 def test_unknown_method():

@@ -213,3 +213,52 @@ def test_export_accepts_sparse_linear_layers():
     x = torch.randn(3, 12)
     with torch.no_grad():
         torch.testing.assert_close(ex(x), model(x), atol=1e-5, rtol=0)
+
+
+def _run_dir(store, tiny_npz):
+    from jackpot.cli import main
+    assert main(["pai", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100", "--batch-size", "80",
+                 "--duration", "1ep", "--score", "magnitude", "--density", "0.2", "--device", "cpu",
+                 "--threads", "1"]) == 0
+    return next(p for p in store.iterdir() if p.name.startswith("pai-"))
+
+
+def test_export_and_bench_take_a_device_and_hand_the_model_over_on_it(tiny_npz, store, capsys, monkeypatch):
+    from jackpot.cli import export as cli_export
+    from jackpot.cli import main
+    run = _run_dir(store, tiny_npz)
+    out = store / "m.pt"
+    assert main(["export", run.name, "-o", str(out), "--device", "cpu"]) == 0
+    ticket = load_exported(out)
+    assert ticket(torch.randn(3, 20)).shape == (3, 4)
+    capsys.readouterr()
+    assert main(["bench", "--model", "lenet-300-100", "--density", "0.2", "--rounds", "1", "--json",
+                 "--device", "cpu"]) == 0
+    assert '"device": "cpu"' in capsys.readouterr().out
+    # the resolved device is where the library receives the model (meta stands in for a GPU)
+    seen = []
+    monkeypatch.setattr(cli_export, "resolve_device", lambda name: seen.append(name) or "meta")
+    monkeypatch.setattr(cli_export, "export_model", lambda model, *a, **k: seen.append(
+        {p.device.type for p in model.parameters()}) or model)
+    monkeypatch.setattr(cli_export, "save_exported", lambda *a: 1)
+    monkeypatch.setattr(cli_export, "summary", lambda exported: [])
+    monkeypatch.setattr(cli_export, "benchmark", lambda model, *a: seen.append(
+        {p.device.type for p in model.parameters()}) or {})
+    monkeypatch.setattr(cli_export, "format_benchmark", lambda r: "")
+    assert main(["export", run.name, "-o", str(out), "--device", "cuda:1"]) == 0
+    assert main(["bench", "--model", "lenet-300-100", "--density", "0.2", "--device", "cuda"]) == 0
+    assert main(["bench", run.name]) == 0
+    assert seen == ["cuda:1", {"meta"}, "cuda", {"meta"}, "cpu", {"meta"}]  # cpu by default
+
+
+@pytest.mark.parametrize("command", ["export", "bench"])
+def test_export_and_bench_refuse_cuda_without_one_in_one_line(store, capsys, monkeypatch, command):
+    from jackpot.cli import main
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU-only machine
+    args = (["export", "RUN", "-o", str(store / "m.pt")] if command == "export"
+            else ["bench", "--model", "lenet-300-100", "--density", "0.2"])
+    store.mkdir(parents=True, exist_ok=True)
+    assert main(args + ["--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err == "jackpot: error: --device cuda: CUDA is not available on this machine\n"
+    assert not (store / "m.pt").exists()

@@ -12,7 +12,7 @@ ROOT = Path(jackpot.__file__).parent
 # The layers of docs/architecture.md, lowest first: a module may import its own layer and those
 # below. The longest matching prefix decides (jackpot.launch.ddp sits below the other launchers).
 LAYERS = {
-    "jackpot.errors": 0, "jackpot.files": 0, "jackpot.config": 0,
+    "jackpot.errors": 0, "jackpot.files": 0, "jackpot.config": 0, "jackpot.progress": 0,
     "jackpot.data": 1, "jackpot.models": 1,
     "jackpot.sparse": 2, "jackpot.flops": 2,
     "jackpot.train": 3, "jackpot.store": 3, "jackpot.sweep_record": 3, "jackpot.launch.ddp": 3,
@@ -21,8 +21,8 @@ LAYERS = {
     "jackpot.launch": 6, "jackpot.recipes": 6, "jackpot.cli": 6, "jackpot.demo": 6,
 }
 # Imported inside the function that needs them: absent unless their extra is installed
-# (sklearn: digits; ray; submitit: slurm; tensorboard: report --tensorboard).
-OPTIONAL = {"sklearn", "ray", "submitit", "torch.utils.tensorboard"}
+# (sklearn: digits; ray; submitit: slurm; tensorboard and wandb: --log, report --tensorboard).
+OPTIONAL = {"sklearn", "ray", "submitit", "torch.utils.tensorboard", "wandb"}
 
 
 def layer(mod: str) -> int:

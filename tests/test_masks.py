@@ -5,6 +5,7 @@ import torch
 from jackpot.errors import JackpotError
 from jackpot.models import create_model
 from jackpot.sparse import Masks, keep_count, prunable_names, prune, scores_magnitude
+from jackpot.sparse.masks import top_k
 
 
 def lenet_masks():
@@ -106,3 +107,42 @@ def test_masks_refuse_a_model_with_other_shapes():
     other = create_model("lenet-300-100", input_shape=(40,))
     with pytest.raises(JackpotError, match="shape"):
         masks.check_against(other)
+
+
+def test_apply_to_zeroes_exactly_the_pruned_entries_in_place():
+    model, full = lenet_masks()
+    g = torch.Generator().manual_seed(0)
+    masks = Masks({n: torch.rand(m.shape, generator=g) < 0.3 for n, m in full.items()})
+    params = dict(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    assert masks.apply_to(model) is model
+    for n, p in model.named_parameters():
+        assert p is params[n]  # in place: the optimizer's tensors stay the model's
+        if n in masks:
+            assert torch.equal(p.detach(), torch.where(masks[n], before[n], torch.zeros(())))
+        else:  # not masked (biases here): untouched
+            assert torch.equal(p.detach(), before[n])
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())  # no autograd trace
+
+
+@pytest.mark.parametrize("density", [0.05, 0.5])  # few allowed (only those scored) and many
+@pytest.mark.parametrize("ties", ["index", "topk"])
+def test_top_k_given_the_allowed_count_selects_what_it_would_count(density, ties):
+    g = torch.Generator().manual_seed(1)
+    scores = torch.rand(60, 40, generator=g).round(decimals=1)  # many ties
+    allowed = torch.rand(60, 40, generator=g) < density
+    n = int(allowed.sum())
+    flat, where = scores.flatten(), allowed.flatten().nonzero().squeeze(1)
+    for k in (0, 1, n // 3, n - 1, n, n + 5):
+        got = top_k(scores, k, allowed, ties, n_allowed=n)
+        assert torch.equal(got, top_k(scores, k, allowed, ties)), k
+        expected = torch.zeros(flat.numel(), dtype=torch.bool)
+        if ties == "index":  # the k highest allowed scores, the earliest index first among ties
+            expected[sorted(where.tolist(), key=lambda i: (-flat[i].item(), i))[:k]] = True
+        elif k >= n:
+            expected = allowed.flatten()
+        elif density < 1 / 8 and k > 0:  # only the allowed are scored: topk over them, as nonzero() lists them
+            expected[where[torch.topk(flat[where], k, sorted=False).indices]] = True
+        elif k > 0:
+            expected[torch.topk(torch.where(allowed.flatten(), flat, float("-inf")), k, sorted=False).indices] = True
+        assert torch.equal(got.flatten(), expected), k

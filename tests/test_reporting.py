@@ -363,3 +363,51 @@ def test_readme_layer_fractions_example_runs_on_the_default_model(tmp_path, caps
     status, _, err = cli(capsys, "lottery", "--layer-fractions", example, "--duration", "5it", "--levels", "1",
                          "--threads", "1", "--device", "cpu", "--store", str(tmp_path / "s"))
     assert status == 0, err
+
+
+def test_every_stage_records_its_measured_cost_and_the_report_sets_it_beside_flops(tiny_npz, tmp_path):
+    """done.json's cost: the median step time (timed steps = steps trained), the bytes of the
+    parameters and of Adam's state (two moments per parameter plus its step counter, counted here
+    from the model itself); the report's measured time ratio is per dense run of the setting."""
+    from jackpot.analysis import report
+    from jackpot.models import create_model
+    store = tmp_path / "store"
+    base = ["sparse", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100", "--batch-size", "40",
+            "--duration", "2ep", "--threads", "1", "--device", "cpu", "--store", str(store)]
+    for method in ("dense", "static"):
+        assert main(base + ["--method", method, "--density", "0.1"]) == 0
+    model = create_model("lenet-300-100", (20,), 4)
+    param_bytes = sum(4 * p.numel() for p in model.parameters())
+    for run in store.glob("sparse-*"):
+        cost = json.loads((run / "train" / "done.json").read_text())["cost"]
+        assert cost["steps_timed"] == 12 and cost["step_seconds_median"] > 0  # 240 / 40 x 2 epochs
+        assert cost["param_bytes"] == param_bytes
+        assert cost["optimizer_bytes"] == 2 * param_bytes + 4 * len(list(model.parameters()))
+        assert cost["device"] == "cpu" and cost["threads"] == 1
+    out = report.write_report(store, tmp_path / "report")
+    md = (out / "cost.md").read_text()
+    assert "measured time per step (x dense)" in md and "time per step" not in (out / "results.md").read_text()
+    dense_row = next(line for line in md.splitlines() if line.startswith("| dense"))
+    assert dense_row.split("|")[5].strip() == "1.0000"  # the dense run against itself
+    static_row = next(line for line in md.splitlines() if line.startswith("| static"))
+    static = next(p for p in store.glob("sparse-*") if "static" in (p / "config.json").read_text())
+    dense = next(p for p in store.glob("sparse-*") if p != static)
+    seconds = [json.loads((p / "train" / "done.json").read_text())["cost"]["step_seconds_median"] for p in (static, dense)]
+    assert float(static_row.split("|")[5]) == pytest.approx(seconds[0] / seconds[1], abs=1e-4)
+    assert "What training cost" in (out / "index.html").read_text()
+    assert (out / "speedup_npz-tiny-npz---lenet-300-100.png").exists()
+
+
+def test_a_sparse_execution_run_is_compared_with_its_own_masked_reference(tiny_npz, tmp_path):
+    from jackpot.analysis import report
+    store = tmp_path / "store"
+    assert main(["sparse", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100", "--batch-size", "40",
+                 "--duration", "2ep", "--threads", "1", "--device", "cpu", "--store", str(store),
+                 "--method", "static", "--density", "0.1", "--execution", "sparse"]) == 0
+    (run,) = store.glob("sparse-*")
+    cost = json.loads((run / "train" / "done.json").read_text())["cost"]
+    assert cost["reference_step_seconds"] > 0 and "masked dense" in cost["reference"]
+    out = report.write_report(store, tmp_path / "report")
+    row = next(line for line in (out / "cost.md").read_text().splitlines() if line.startswith("| static"))
+    ratio = float(row.split("|")[5])
+    assert ratio == pytest.approx(cost["step_seconds_median"] / cost["reference_step_seconds"], abs=1e-4)

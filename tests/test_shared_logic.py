@@ -215,3 +215,31 @@ def test_one_schedule_family_gives_each_methods_own_formula_bit_for_bit():
     assert Schedule("constant", 0.3).value(10 ** 6) == 0.3
     with pytest.raises(JackpotError, match="unknown schedule"):
         Schedule("stepwise", 1.0)
+
+
+def test_dst_drop_fraction_and_synflow_rounds_read_the_one_schedule_family(monkeypatch):
+    """UpdateSchedule.drop_fraction and iterative_prune's per-round density are Schedule values:
+    bit for bit the formulas they used to write out (the last round exactly the target)."""
+    from jackpot.sparse import scores as scores_mod
+    from jackpot.sparse.dst import UpdateSchedule
+    from jackpot.sparse.schedules import Schedule
+    for alpha, t_end in ((0.3, 750), (0.5, 7), (0.3, 0)):
+        for step in range(0, max(t_end, 1) + 3):
+            p = min(1.0, step / max(1, t_end))
+            for kind, formula in (("cosine", alpha / 2 * (1 + math.cos(math.pi * p))), ("constant", alpha),
+                                  ("inverse-power", alpha * (1 - p) ** 3)):
+                assert UpdateSchedule(alpha=alpha, t_end=t_end, kind=kind).drop_fraction(step) == formula
+    assert UpdateSchedule(alpha=0.4, t_end=10, kind="inverse-power", power=2).drop_fraction(5) == 0.4 * 0.5 ** 2
+
+    seen = []
+    real = scores_mod.prune_to_density
+    monkeypatch.setattr(scores_mod, "prune_to_density", lambda s, m, d, scope: seen.append(d) or real(s, m, d, scope))
+    model = create_model("lenet-300-100", input_shape=(20,), num_classes=5)
+    masks = Masks.ones_for(model, prunable_names(model))
+    for schedule, d, rounds in (("exponential", 0.013, 7), ("linear", 0.1, 6), ("exponential", 0.2, 1)):
+        seen.clear()
+        iterative_prune("magnitude", model, masks, None, d, rounds, schedule)
+        formula = [d ** (k / rounds) if schedule == "exponential" else 1.0 - (1.0 - d) * k / rounds
+                   for k in range(1, rounds)] + [d]
+        assert seen == formula
+        assert seen[:-1] == [Schedule(schedule, 1.0, d).value(k, rounds, clip=False) for k in range(1, rounds)]

@@ -49,6 +49,9 @@ class DataConfig:
                            "stored order, as the MNIST-1D notebook)")
     standardize: bool = option(True, "standardise inputs with training-split statistics (--no-standardize: "
                                "raw values, as the MNIST-1D notebook)")
+    image_size: int = option(224, "folder: datasets: side of the square crops the network sees (ImageNet: 224)")
+    loader_workers: int = option(2, "folder: datasets: processes decoding images ahead of training (0: none)",
+                                 hashed=False)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,20 @@ class TrainConfig:
     warmup: str = option("0it", "linear warm-up length")
     checkpoint_every: str = option("", "how often a resumable checkpoint is saved: steps (500it, 1ep) or "
                                    "time (30s, 10min, 1h); default: every epoch", hashed=False)
+    # train/numerics.py says what each of these guarantees
+    precision: str = option("fp32", "arithmetic: fp32 (TF32 off), tf32 (TF32 matmuls on GPUs), bf16 (autocast) or "
+                            "fp16 (autocast + grad scaler); weights, optimizer state and masks stay float32",
+                            choices=("fp32", "tf32", "bf16", "fp16"))
+    channels_last: bool = option(False, "convnets in channels_last memory format (faster convolutions on GPUs)")
+    compile: str = option("none", "torch.compile the forward with this backend (inductor, aot_eager, ...); "
+                          "none: eager")
+    deterministic: bool = option(True, "CUDA: deterministic kernels, no cuDNN benchmarking (CPU runs are "
+                                 "deterministic for a fixed thread count either way)", hashed=False)
+    execution: str = option("masked", "masked: masked dense layers; sparse: each masked Linear stores and "
+                            "trains only its active weights where measured faster (sparse/execution.py); "
+                            "hashed: equal to masked only within float tolerance", choices=("masked", "sparse"))
+    log: str = option("", "live logging while training: tensorboard and/or wandb (offline), comma-separated",
+                      hashed=False)
 
 
 @dataclass(frozen=True)
@@ -240,6 +257,8 @@ def kind_groups() -> dict[str, tuple[str, ...]]:
 # read. Declaring a field unread that some code does read would merge two different
 # computations: list one only after reading every use of it.
 READ_WHEN: dict[str, Any] = {
+    "data.image_size": lambda c: c.data.dataset.startswith("folder:"),  # data/folder.py
+    "data.standardize": lambda c: not c.data.dataset.startswith("folder:"),  # folders: ImageNet statistics
     "data.corrupt_fraction": lambda c: c.data.corrupt in ("random-labels", "half") and reads(c, "data.corrupt"),
     "train.momentum": lambda c: c.train.optimizer == "sgd",  # train/optim.py build_optimizer
     "train.nesterov": lambda c: c.train.optimizer == "sgd",
@@ -410,6 +429,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     for step in (t.duration, t.warmup, *split_list(t.milestones)):
         parse_step(step, 1)
     parse_checkpoint_every(t.checkpoint_every, 1)
+    if t.execution not in ("masked", "sparse"):
+        raise JackpotError(f"unknown --execution {t.execution!r}; choose masked or sparse")
+    if t.execution == "sparse" and t.precision == "fp16":  # the scaler unscales the optimizer's grads only
+        raise JackpotError("--execution sparse does not run with --precision fp16 (the dense gradients a mask "
+                           "update reads would stay loss-scaled); use bf16 or fp32")
     spec = kind_spec(cfg.kind)
     if spec.validate is not None:
         spec.validate(cfg)

@@ -203,7 +203,8 @@ class TrainingFlopsMeter:
         if masks is not self._seen:  # masks change only at updates: recount then
             self._seen = masks
             self._f_sparse = self.f_dense - sum(
-                self._per_weight[n] * (m.numel() - int(m.sum())) for n, m in masks.items() if n in self._per_weight)
+                self._per_weight[n] * (m.numel() - int(torch.count_nonzero(m))) for n, m in masks.items()
+                if n in self._per_weight)
         return self._f_sparse
 
     def on_step_start(self, step: int, model, sparsifier) -> None:

@@ -183,8 +183,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
          "duration": "32000it", "warmup": "1563it", "milestones": "9375it,21875it,28125it",
          "method": "rigl", "distribution": "erk", "density": 0.2, "delta_t": 100, "alpha": 0.3,
          "drop_schedule": "cosine", "t_end": 0.78125},
-        "jackpot has no ImageNet reader yet: bring the data as --dataset npz:PATH. Label smoothing 0.1 "
-        "of the paper is not implemented. Epoch milestones are converted at 312.5 steps per epoch."),
+        "Give the ImageNet folders as --dataset folder:PATH (PATH/train/<wnid>/*.JPEG, PATH/val/<wnid>/*.JPEG; "
+        "streamed with random-resized crops to 224 and flips, --loader-workers decoding processes). Label "
+        "smoothing 0.1 of the paper is not implemented. Epoch milestones are converted at 312.5 steps per epoch."),
     Recipe(
         "su-vgg19-cifar10", PAI, "Su et al. random tickets (smart ratio) on VGG-19, CIFAR-10",
         "Su et al., NeurIPS 2020, sanity-checking-pruning code [code]: SGD 0.1 momentum 0.9, weight decay "

@@ -136,7 +136,7 @@ class Run:
             make_dirs(path)
         return cls(path)
 
-    def record_config(self, cfg: RunConfig) -> None:
+    def record_config(self, cfg: RunConfig, device: str | torch.device | None = None) -> None:
         """Write config.json. Call it holding the run's lock, so a command refused as busy changes
         nothing. Same hash, so only unhashed fields (levels, data_root) and settings the run does
         not read (config.READ_WHEN) can differ: keep the latest, but never lower what the kind's
@@ -158,8 +158,11 @@ class Run:
             if recorded > getattr(getattr(cfg, group), name):
                 cfg = dataclasses.replace(cfg, **{group: dataclasses.replace(getattr(cfg, group), **{name: recorded})})
         threads = run_threads(self.path)  # the count the run was begun with (check_threads)
+        begun_on = run_device(self.path)  # likewise its device kind
         record = {"hash": run_hash(cfg), "canonical": canonical(cfg), "config": to_dict(cfg),
                   "threads": torch.get_num_threads() if threads is None else threads}
+        if begun_on is not None or device is not None:
+            record["device"] = begun_on or device_kind(device)
         if old != record:
             atomic_write_json(path, record)
 
@@ -259,18 +262,42 @@ def run_threads(path: str | Path) -> int | None:
     return None
 
 
-def check_threads(path: str | Path, threads: int | None = None) -> None:
-    """Refuse to compute more of a run under another torch thread count than it was begun with:
-    float reductions split over threads round differently, so 1 and 2 threads give different
-    weights (and RigL masks), and the resumed part would not continue the computation the first
-    part began. Callers check only when something is left to compute: a finished run re-invoked
-    under any count just shows its results. `threads`: the count it would run under (a sweep's
-    workers), default this process's."""
+def device_kind(device: str | torch.device) -> str:
+    """What a run's bits depend on of its device: "cpu", or "cuda" with the GPU's model name
+    (two GPU models, like a GPU and a CPU, run different kernels)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    return f"cuda ({torch.cuda.get_device_name(device)})"
+
+
+def run_device(path: str | Path) -> str | None:
+    """The device kind a run (or branch) directory was begun on, from config.json; None if unknown
+    (a run recorded before devices were)."""
+    try:
+        value = json.loads((Path(path) / "config.json").read_text()).get("device")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def check_threads(path: str | Path, threads: int | None = None, device: str | torch.device | None = None) -> None:
+    """Refuse to compute more of a run under another torch thread count, or on another kind of
+    device, than it was begun with: float reductions split over threads round differently, so 1
+    and 2 threads give different weights (and RigL masks), and a GPU runs other kernels than a CPU;
+    the resumed part would not continue the computation the first part began. Callers check only
+    when something is left to compute: a finished run re-invoked anywhere just shows its results.
+    `threads`: the count it would run under (a sweep's workers), default this process's;
+    `device`: the device it would run on (None: not checked)."""
     recorded, now = run_threads(path), torch.get_num_threads() if threads is None else threads
     if recorded is not None and recorded != now:
         raise JackpotError(f"{Path(path).name} was begun with {recorded} thread(s) and "
                            f"{'this process has' if threads is None else 'would now run with'} {now}: "
                            f"resume or extend it with --threads {recorded} (results depend on the thread count)")
+    begun_on = run_device(path)
+    if device is not None and begun_on is not None and begun_on != device_kind(device):
+        raise JackpotError(f"{Path(path).name} was begun on {begun_on} and would now run on {device_kind(device)}: "
+                           f"resume or extend it on the device it was begun on (results depend on the device)")
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:

@@ -33,10 +33,29 @@ def aggregate(points: list[dict]) -> list[dict]:
         if flops:
             row["train_flops"] = statistics.fmean(flops)
             row["inference_flops"] = statistics.fmean(p["inference_flops"] for p in ok)
+        times = [p["step_seconds"] for p in ok if p.get("step_seconds")]
+        if times and len(times) == len(ok):
+            row["step_seconds"] = statistics.fmean(times)
+            # a run that measured its own masked-dense reference in the same process (sparse
+            # execution) gives its ratio directly; the others are compared with the setting's dense run
+            refs = [p["step_seconds"] / p["reference_step_seconds"] for p in ok if p.get("reference_step_seconds")]
+            if len(refs) == len(ok):
+                row["time_ratio"] = statistics.fmean(refs)
         rows.append(row)
+    _time_ratios(rows)
     order = method_order([r["method"] for r in rows])
     rows.sort(key=lambda r: (r["setting"], order.index(r["method"]), -r["target_density"]))
     return rows
+
+
+def _time_ratios(rows: list[dict]) -> None:
+    """Measured wall-clock per training step as a multiple of the dense run's of the same setting
+    (`time_ratio`, beside the FLOPs ratio): what sparsity really bought on the machine that ran it."""
+    dense = {r["setting"]: r["step_seconds"] for r in rows
+             if (r["method"] == "dense" or r["method"].startswith("dense ")) and r.get("step_seconds")}
+    for r in rows:
+        if "time_ratio" not in r and r.get("step_seconds") and r["setting"] in dense:
+            r["time_ratio"] = r["step_seconds"] / dense[r["setting"]]
 
 
 def method_order(methods) -> list[str]:

@@ -56,7 +56,9 @@ def _flat(canon: dict) -> dict:
 def _stage_point(done: Path, base: dict) -> dict:
     rec = read_json(done, "stage record")
     rows = read_metrics(done.parent / "metrics.jsonl")
+    cost = rec.get("cost") or {}
     return {**base, "final_acc": rec["final"]["test_acc"], "best_acc": rec["best"].get("test_acc"),
+            "step_seconds": cost.get("step_seconds_median"), "reference_step_seconds": cost.get("reference_step_seconds"),
             "best_epoch": rec["best"].get("epoch"), "diverged": bool(rec.get("diverged")),
             "curve": [(r["epoch"], r["test_acc"]) for r in rows if "test_acc" in r],
             "mask_updates": rec.get("mask_updates") or [], "stage": str(done.parent)}

@@ -38,6 +38,11 @@ COLUMNS = [("setting", "dataset / model"), ("method", "method"), ("target_densit
            ("final_mean", "final test acc (%)"), ("final_std", "final std"), ("best_mean", "best test acc (%)"),
            ("best_std", "best std"), ("best_epoch", "best epoch"), ("train_flops", "train FLOPs (x dense)"),
            ("inference_flops", "inference FLOPs (x dense)")]
+# What the runs cost on the machine that ran them: kept apart from the results, which are the same
+# bits on every re-run, while times are not.
+COST_COLUMNS = [("setting", "dataset / model"), ("method", "method"), ("target_density", "density"),
+                ("n", "n"), ("train_flops", "train FLOPs (x dense)"),
+                ("time_ratio", "measured time per step (x dense)"), ("step_seconds", "time per step (ms)")]
 
 
 def _fmt(key: str, value) -> str:
@@ -45,8 +50,10 @@ def _fmt(key: str, value) -> str:
         return ""
     if key in ("final_mean", "final_std", "best_mean", "best_std", "weights_remaining"):
         return f"{100 * value:.2f}"
-    if key in ("train_flops", "inference_flops"):
+    if key in ("train_flops", "inference_flops", "time_ratio"):
         return f"{value:.4f}"
+    if key == "step_seconds":
+        return f"{1000 * value:.3f}"
     if key == "best_epoch":
         return f"{value:.2f}"
     if key == "target_density":
@@ -68,8 +75,8 @@ def _mean_pm(r: dict, stat: str) -> str:
     return mean if r["n"] == 1 else f"{mean} ± {_fmt(f'{stat}_std', r[f'{stat}_std'])}"
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+def write_csv(rows: list[dict], path: Path, columns=COLUMNS) -> None:
+    cols = [c for c in columns if any(c[0] in r for r in rows)]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow([k for k, _ in cols])
@@ -94,6 +101,27 @@ def format_markdown(rows: list[dict]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["± : sample standard deviation over seeds; diverged runs are counted in n, never averaged in.", ""]
+    return "\n".join(lines)
+
+
+def format_cost_markdown(rows: list[dict]) -> str | None:
+    """Training FLOPs beside the measured time per step, both as a multiple of the setting's dense
+    run; None when no run measured its steps."""
+    rows = [r for r in rows if "step_seconds" in r]
+    if not rows:
+        return None
+    lines = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        lines += [f"### {setting}", "", "| method | density | n | train FLOPs (x dense) | measured time per step "
+                  "(x dense) | time per step (ms) |", "|---|---|---|---|---|---|"]
+        for r in (r for r in rows if r["setting"] == setting):
+            lines.append("| " + " | ".join([r["method"], _fmt("target_density", r["target_density"]), str(r["n"]),
+                                           _fmt("train_flops", r.get("train_flops")),
+                                           _fmt("time_ratio", r.get("time_ratio")),
+                                           _fmt("step_seconds", r["step_seconds"])]) + " |")
+        lines.append("")
+    lines += ["Measured on the machine that ran each run (median wall-clock of a training step; a run with "
+              "a same-process masked reference is compared with it, the others with the setting's dense run).", ""]
     return "\n".join(lines)
 
 
@@ -154,6 +182,32 @@ def plot_accuracy(rows: list[dict], style: dict, out: Path, setting: str, stem: 
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, drawn)
+    return _save(fig, out, stem)
+
+
+def plot_speedup(rows: list[dict], style: dict, out: Path, setting: str, stem: str) -> list[Path] | None:
+    """Measured speedup (dense time per step / this run's) against the FLOPs speedup (dense training
+    FLOPs / this run's), with the ideal line where the two agree: how much of the FLOPs saving the
+    run's execution turned into time."""
+    rows = [r for r in rows if r["setting"] == setting and r.get("time_ratio") and r.get("train_flops")
+            and not (r["method"] == "dense" or r["method"].startswith("dense "))]
+    if not rows:
+        return None
+    fig, ax = new_figure(figsize=(6.4, 4.6))
+    xs = [1 / r["train_flops"] for r in rows]
+    ys = [1 / r["time_ratio"] for r in rows]
+    top = max(xs + ys + [1.0]) * 1.2
+    ax.plot([1, top], [1, top], color="#999999", linestyle="--", linewidth=1, label="ideal (time follows FLOPs)")
+    for method in method_order(r["method"] for r in rows):
+        pts = [(x, y) for r, x, y in zip(rows, xs, ys) if r["method"] == method]
+        colour, marker = style[method]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, marker=marker, label=method, zorder=3)
+    log_axis(ax, "x", xs + [1.0])
+    log_axis(ax, "y", ys + [1.0])
+    ax.set_xlabel("FLOPs speedup of training (x dense) [log]")
+    ax.set_ylabel("measured speedup per step (x dense) [log]")
+    ax.set_title(setting, fontsize=10)
+    _legend(ax, len(rows))
     return _save(fig, out, stem)
 
 

@@ -25,8 +25,9 @@ from ..errors import JackpotError
 from ..store import make_dirs, writing
 from .aggregate import aggregate
 from .points import collect, resolve_source
-from .render import (COLUMNS, cell, format_markdown, plot_accuracy, plot_curves, plot_layers, plot_mask_updates,
-                     require_tensorboard, styles, write_csv, write_tensorboard)
+from .render import (COLUMNS, COST_COLUMNS, cell, format_cost_markdown, format_markdown, plot_accuracy,
+                     plot_curves, plot_layers, plot_mask_updates, plot_speedup, require_tensorboard, styles,
+                     write_csv, write_tensorboard)
 
 # --- the report -----------------------------------------------------------------------------------
 
@@ -64,6 +65,10 @@ def _write_files(out: Path, title: str, points: list[dict]) -> None:
     write_csv(rows, out / "results.csv")
     md = format_markdown(rows)
     (out / "results.md").write_text(f"# Results ({title})\n\n{md}")
+    cost = format_cost_markdown(rows)  # apart from the results: times differ from run to run
+    if cost:
+        (out / "cost.md").write_text(f"# What training cost ({title})\n\n{cost}")
+        write_csv(rows, out / "cost.csv", COST_COLUMNS)
     style = styles(p["method"] for p in points)
     figures = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
@@ -76,6 +81,7 @@ def _write_files(out: Path, title: str, points: list[dict]) -> None:
             ("Per-layer density", plot_layers(points, style, out, setting, f"layer_density_{s}")),
             ("Training curves", plot_curves(points, style, out, setting, f"training_curves_{s}")),
             ("Mask updates", plot_mask_updates(points, style, out, setting, f"mask_updates_{s}")),
+            ("Measured vs FLOPs speedup", plot_speedup(rows, style, out, setting, f"speedup_{s}")),
         ]:
             if paths:
                 figures.append((f"{caption} ({setting})", paths))
@@ -85,11 +91,19 @@ def _write_files(out: Path, title: str, points: list[dict]) -> None:
     _write_html(out, title, rows, figures)
 
 
-def _write_html(out: Path, title: str, rows: list[dict], figures) -> None:
-    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+def _html_table(rows: list[dict], columns) -> str:
+    cols = [c for c in columns if any(c[0] in r for r in rows)]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(r, k))}</td>" for k, _ in cols) + "</tr>"
                    for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _write_html(out: Path, title: str, rows: list[dict], figures) -> None:
+    timed = [r for r in rows if "step_seconds" in r]
+    cost = (f"<h2>What training cost</h2><p>Measured on the machine that ran each run: "
+            f'<a href="cost.csv">CSV</a>, <a href="cost.md">Markdown</a>.</p>{_html_table(timed, COST_COLUMNS)}'
+            if timed else "")
     figs = "".join(
         f'<figure><img src="{html.escape(png.name)}" alt="{html.escape(caption)}">'
         f'<figcaption>{html.escape(caption)} — <a href="{html.escape(pdf.name)}">PDF</a></figcaption></figure>'
@@ -102,6 +116,6 @@ figure{{margin:1.5em 0}}img{{max-width:100%;border:1px solid #eee}}</style></hea
 <body><h1>jackpot report</h1><p>{html.escape(title)}: {len(rows)} groups. Accuracies in %, mean and sample
 standard deviation over seeds (diverged runs counted, never averaged in). Tables: <a href="results.csv">CSV</a>,
 <a href="results.md">Markdown</a>.</p>
-<table><tr>{head}</tr>{body}</table>{figs}</body></html>
+{_html_table(rows, COLUMNS)}{cost}{figs}</body></html>
 """
     (out / "index.html").write_text(page)

@@ -11,6 +11,7 @@ from ..errors import JackpotError, check_fraction
 from ..export import export_model, save_exported, summary
 from ..export.bench import benchmark, format_benchmark
 from ..export.runs import random_sparse, trained_sparse
+from ..launch.device import resolve_device
 from ..store import find_run
 from .flags import positive, set_threads, store_flag
 
@@ -26,8 +27,10 @@ def cmd_export(args) -> int:
         raise JackpotError("--threads must be positive for export (it measures each layer at that count)")
     if Path(args.output).is_dir() or not Path(args.output).name:
         raise JackpotError(f"-o {args.output!r} must be a file path, e.g. model.pt")
+    device = resolve_device(args.device)
     model, masks, shape, classes, arch = _trained_sparse(args)
-    exported = export_model(model, masks, args.batch_size, threads=args.threads, arch=arch)
+    # the exporter bakes, measures and builds each layer's form on the model's device
+    exported = export_model(model.to(device), masks, args.batch_size, threads=args.threads, arch=arch)
     size = save_exported(exported, args.output)
     rows = summary(exported)
     dense_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
@@ -45,6 +48,7 @@ def cmd_bench(args) -> int:
         raise JackpotError(f"--threads must be positive, got {args.threads}")
     if args.run and (args.model or args.density is not None):
         raise JackpotError("give either a RUN or --model/--density, not both")
+    device = resolve_device(args.device)
     if args.run:
         model, masks, shape, classes, _ = _trained_sparse(args)
     elif args.model and args.density is not None:
@@ -52,7 +56,7 @@ def cmd_bench(args) -> int:
         shape, classes = arch["input_shape"], arch["num_classes"]
     else:
         raise JackpotError("give a RUN, or --model NAME and --density D")
-    result = benchmark(model, masks, shape, args.batch_size, args.threads, args.rounds, classes)
+    result = benchmark(model.to(device), masks, shape, args.batch_size, args.threads, args.rounds, classes)
     print(json.dumps(result, indent=1) if args.json else format_benchmark(result))
     return 0
 
@@ -70,6 +74,9 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+_DEVICE_HELP = "device to build and time the sparse layers on: cpu, cuda or cuda:N (default: cpu)"
+
+
 def register(sub) -> None:
     exp = sub.add_parser("export", help="turn a trained sparse network into a compact, fast inference model")
     exp.add_argument("run")
@@ -78,6 +85,7 @@ def register(sub) -> None:
     exp.add_argument("--arm", default="ticket", help="lottery arm (ticket, reinit, random)")
     exp.add_argument("--batch-size", type=int, default=1, help="batch size to optimise the layer formats for")
     exp.add_argument("--threads", type=int, default=1)
+    exp.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     store_flag(exp)
     exp.set_defaults(func=cmd_export)
 
@@ -92,6 +100,7 @@ def register(sub) -> None:
     ben.add_argument("--threads", type=int, default=1)
     ben.add_argument("--rounds", type=int, default=7)
     ben.add_argument("--json", action="store_true")
+    ben.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     store_flag(ben)
     ben.set_defaults(func=cmd_bench)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from .. import progress
 from ..analysis.lottery_report import aggregate, format_table, plot
 from ..analysis.summary import format_summary_table, method_label
 from ..config import RunConfig, run_hash, split_list
@@ -31,7 +32,8 @@ def run_all(args, kind: str) -> tuple[list, list]:
         paths = run_parallel(run_job, [(cfg, args.store, device, args.wait) for cfg in cfgs],
                              workers=args.workers, threads=args.threads or 1)
         return cfgs, [Run(p) for p in paths]
-    say = print if is_primary() else (lambda _line: None)
+    progress.set_quiet(args.quiet)
+    say = print if is_primary() and not args.quiet else (lambda _line: None)
     return cfgs, [run(cfg, root=args.store, device=device, progress=say, wait=args.wait) for cfg in cfgs]
 
 
@@ -70,6 +72,7 @@ def run_flags(p: argparse.ArgumentParser) -> None:
     device_flags(p)
     p.add_argument("--workers", type=int, default=1, help="run the seeds in this many processes")
     p.add_argument("--print-dir", action="store_true", help="print the run directories and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress output (the table is still printed)")
     wait_flag(p)
 
 

@@ -8,12 +8,13 @@ from jackpot.data import readers
 from jackpot.data.builtin import load_digits, load_mnist1d
 from jackpot.data.dataset import Dataset
 from jackpot.data.fetch import default_root, fetch_dataset  # noqa: F401  (part of the package's API)
+from jackpot.data.folder import FolderDataset, load_folder
 from jackpot.data.npzfile import read_npz
 from jackpot.data.prepare import build_dataset
 from jackpot.errors import JackpotError
 
-__all__ = ["AUGMENTATIONS", "Dataset", "augment_batch", "default_root", "fetch_dataset",
-           "list_datasets", "load_dataset"]
+__all__ = ["AUGMENTATIONS", "Dataset", "FolderDataset", "augment_batch", "default_root", "fetch_dataset",
+           "list_datasets", "load_configured", "load_dataset"]
 
 DEFAULT_DATASET = "mnist1d"
 
@@ -28,15 +29,24 @@ _REGISTRY: dict[str, tuple[str, bool, str | None]] = {
                  "crop-flip"),
 }
 _NPZ_DESCRIPTION = "your own .npz file with x_train, y_train, x_test, y_test"
+_FOLDER_DESCRIPTION = "image folders PATH/train/CLASS/*.jpeg, PATH/val/CLASS/*.jpeg (ImageNet layout), streamed"
 
 
 def list_datasets() -> list[tuple[str, str]]:
     """(name, one-line description) for every dataset name `load_dataset` accepts."""
-    return [(n, d) for n, (d, _, _) in _REGISTRY.items()] + [("npz:PATH", _NPZ_DESCRIPTION)]
+    return [(n, d) for n, (d, _, _) in _REGISTRY.items()] + [("npz:PATH", _NPZ_DESCRIPTION),
+                                                               ("folder:PATH", _FOLDER_DESCRIPTION)]
+
+
+def load_configured(d, split_seed: int):
+    """The dataset a run's data settings (a jackpot.config.DataConfig) name; `split_seed` seeds
+    the validation carve-out."""
+    return load_dataset(d.dataset, root=d.data_root, val_size=d.val_size, seed=split_seed,
+                        standardize=d.standardize, image_size=d.image_size)
 
 
 def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, val_size: int = 0,
-                 seed: int = 0, standardize: bool = True) -> Dataset:
+                 seed: int = 0, standardize: bool = True, image_size: int = 224) -> Dataset | FolderDataset:
     """Load `name` (see `list_datasets`), normalised with training-split statistics.
 
     `val_size` > 0 carves that many examples out of the training set (permutation seeded by
@@ -47,13 +57,15 @@ def load_dataset(name: str = DEFAULT_DATASET, root: str | None = None, val_size:
     if isinstance(val_size, bool) or not isinstance(val_size, int):
         raise JackpotError(f"val_size must be an integer, got {val_size!r}")
     name = name.strip()
+    if name.lower().startswith("folder:"):
+        return load_folder(name[7:], image_size, val_size, seed)
     if name.lower().startswith("npz:"):
         path = Path(name[4:]).expanduser()
         return build_dataset(f"npz:{path}", read_npz(path), None, val_size, seed, standardize)
 
     key = name.lower()
     if key not in _REGISTRY:
-        valid = ", ".join(list(_REGISTRY) + ["npz:PATH"])
+        valid = ", ".join(list(_REGISTRY) + ["npz:PATH", "folder:PATH"])
         raise JackpotError(f"unknown dataset '{name}'; valid names: {valid}")
     _, needs_root, augment = _REGISTRY[key]
     root_path = Path(root).expanduser() if root is not None else default_root()

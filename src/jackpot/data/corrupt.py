@@ -55,7 +55,8 @@ def corrupt(ds: Dataset, kind: str, fraction: float, generator: torch.Generator)
     if kind == "random-labels":
         return ds.with_train(ds.x_train, random_labels(ds.y_train, ds.num_classes, fraction, generator))
     if kind == "random-pixels":
-        return ds.with_train(permute_features(ds.x_train, generator),
+        # permute the normalised values (per-channel statistics must not follow a pixel elsewhere)
+        return ds.with_train(permute_features(ds.inputs(ds.x_train), generator),
                              random_labels(ds.y_train, ds.num_classes, 1.0, generator))
     keep = torch.randperm(ds.num_train, generator=generator)[: max(1, int(round(fraction * ds.num_train)))]
     keep = keep.sort().values

@@ -67,7 +67,9 @@ def _features(x: np.ndarray, path: Path, split: str) -> np.ndarray:
         x = x[:, None]  # one scalar feature per example
     if x.ndim == 0:
         raise JackpotError(f"npz file {path}: x_{split} must have shape (N, ...)")
-    out = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+    if x.dtype == np.uint8:  # pixels: kept compact, scaled to [0, 1] per batch (Dataset.inputs)
+        return np.ascontiguousarray(x)
+    out = x.astype(np.float32)
     if not np.isfinite(out).all():
         raise JackpotError(f"npz file {path}: x_{split} contains NaN or inf")
     return out

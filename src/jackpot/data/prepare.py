@@ -6,13 +6,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from jackpot.data.dataset import Dataset
-from jackpot.data.normalize import standardize
+from jackpot.data.dataset import Dataset, pixels
+from jackpot.data.normalize import channel_stats, standardize
 from jackpot.errors import JackpotError
 
 
 class RawSplits(NamedTuple):
-    """What every reader returns: x already float32 (pixels in [0, 1]), y int64."""
+    """What every reader returns: x as float32, or as uint8 pixels (value / 255 in [0, 1]); y int64."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -37,15 +37,26 @@ def carve_validation(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int)
 
 def build_dataset(name: str, raw: RawSplits, augment: str | None = None,
                   val_size: int = 0, seed: int = 0, standardize_inputs: bool = True) -> Dataset:
-    x_train = torch.from_numpy(np.ascontiguousarray(raw.x_train, dtype=np.float32))
+    x_train, x_test = _stored(raw.x_train), _stored(raw.x_test)
     y_train = torch.from_numpy(np.ascontiguousarray(raw.y_train, dtype=np.int64))
-    x_test = torch.from_numpy(np.ascontiguousarray(raw.x_test, dtype=np.float32))
     y_test = torch.from_numpy(np.ascontiguousarray(raw.y_test, dtype=np.int64))
     x_val = y_val = None
     if val_size:
         (x_train, y_train), (x_val, y_val) = carve_validation(x_train, y_train, val_size, seed)
+    mean = std = None
     # Statistics come from the (remaining) training data only, so val/test never leak into them.
-    if standardize_inputs:
+    if standardize_inputs and x_train.dtype == torch.uint8:
+        # uint8 pixels stay uint8 (a quarter of float32); Dataset.inputs scales and standardises
+        # each batch with the same arithmetic, so the network sees the same bits as before
+        mean, std = channel_stats(pixels(x_train))
+    elif standardize_inputs:
         x_train, x_test, x_val = standardize(x_train, x_test, x_val)
     return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                   num_classes=int(raw.num_classes), augment=augment, x_val=x_val, y_val=y_val)
+                   num_classes=int(raw.num_classes), augment=augment, x_val=x_val, y_val=y_val, mean=mean, std=std)
+
+
+def _stored(x: np.ndarray) -> torch.Tensor:
+    """uint8 pixels as they are, anything else as float32."""
+    if x.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(x))
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

@@ -58,7 +58,7 @@ def _idx_file(raw_dir: Path, stem: str, name: str, root: Path) -> Path:
 
 
 def read_mnist_like(name: str, root: Path) -> RawSplits:
-    """MNIST / Fashion-MNIST from <root>/<MNIST|FashionMNIST>/raw/, as (N, 1, 28, 28) in [0, 1]."""
+    """MNIST / Fashion-MNIST from <root>/<MNIST|FashionMNIST>/raw/, as (N, 1, 28, 28) uint8 pixels."""
     raw_dir = root / MNIST_FOLDERS[name] / "raw"
     arrays = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -67,7 +67,7 @@ def read_mnist_like(name: str, root: Path) -> RawSplits:
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise JackpotError(f"{name} {split} files in {raw_dir} disagree: images {images.shape}, "
                                f"labels {labels.shape}")
-        arrays[split] = (images.astype(np.float32)[:, None] / 255.0, _labels(labels, 10, name, raw_dir))
+        arrays[split] = (np.ascontiguousarray(images[:, None], dtype=np.uint8), _labels(labels, 10, name, raw_dir))
     return RawSplits(*arrays["train"], *arrays["test"], 10)
 
 
@@ -106,7 +106,7 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
 
 
 def read_cifar(name: str, root: Path) -> RawSplits:
-    """CIFAR-10 / CIFAR-100 (fine labels) from torchvision's extracted folders, (N, 3, 32, 32) in [0, 1]."""
+    """CIFAR-10 / CIFAR-100 (fine labels) from torchvision's extracted folders, (N, 3, 32, 32) uint8 pixels."""
     folder, train_files, test_files, label_key, classes = CIFAR_LAYOUT[name]
     base = root / folder
     parts = []
@@ -118,7 +118,7 @@ def read_cifar(name: str, root: Path) -> RawSplits:
             x, y = _read_cifar_batch(base / fname, label_key)
             xs.append(x)
             ys.append(y)
-        parts += [np.concatenate(xs).astype(np.float32) / 255.0,
+        parts += [np.concatenate(xs),
                   _labels(np.concatenate(ys), classes, name, base)]
     return RawSplits(*parts, classes)
 

@@ -7,7 +7,7 @@ interleaved rounds and medians (export.time_interleaved):
   sparse     forward: the exported model (each layer in its fastest measured form);
              forward+backward: masked Linear layers replaced by SparseLinear (only active weights).
 The ideal speedup 1/(1 - s) is printed beside each measured ratio. Everything runs on the model's
-device and dtype, timed by export.timing (synchronized on CUDA); the thread count is CPU-only.
+device and dtype, timed by sparse.timing (synchronized on CUDA); the thread count is CPU-only.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from torch import nn
 from ..errors import JackpotError
 from ..sparse import Masks
 from .exporter import _set_module, export_model, summary
-from .sparse_linear import SparseLinear
-from .timing import threads_apply, time_interleaved
+from ..sparse.sparse_linear import SparseLinear
+from ..sparse.timing import threads_apply, time_interleaved
 
 
 class _MaskedForward(nn.Module):

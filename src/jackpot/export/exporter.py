@@ -2,7 +2,7 @@
 
 Per masked Linear, candidates (dense, csr, rows, bsr4/bsr16 where they apply) are timed on a
 random batch of the expected size, in interleaved rounds (random order each round), and the
-median time per call decides (export.timing: synchronized on CUDA). Inputs and masks take the
+median time per call decides (sparse.timing: synchronized on CUDA). Inputs and masks take the
 weight's device and dtype; a form with no kernel there (CSR in bf16 on the CPU) is not a candidate.
 Convolutions are exported dense with the mask baked in: on this kind of CPU no stock sparse conv
 beats oneDNN below ~98% (docs/performance.md).
@@ -18,8 +18,8 @@ from torch import nn
 from ..errors import JackpotError
 from ..sparse.masks import Masks
 from .kernels import block_size, build_linear, rows_applicable
-from .sparse_linear import SparseLinear
-from .timing import time_interleaved
+from ..sparse.sparse_linear import SparseLinear
+from ..sparse.timing import time_interleaved
 
 log = logging.getLogger("jackpot.export")
 

@@ -5,17 +5,13 @@ x @ W.T + b. Indices are stored as int32: MKL's CSR kernels ran up to 2x faster 
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# torch warns once per process that sparse CSR is "beta": use that one warning up here, quietly.
+from ..sparse import sparse_linear  # noqa: F401  (spends torch's one sparse "beta" warning, quietly)
+
 # Constructors pass check_invariants=False: the structures come from to_sparse_csr/_bsr.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    torch.zeros(1, 1).to_sparse_csr()
 
 
 def csr_parts(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

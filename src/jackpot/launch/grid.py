@@ -15,7 +15,7 @@ import itertools
 from typing import Any
 
 from ..config import GROUPS, RunConfig, canonical, derive_seed, kind_spec, run_hash, scalar_type, validate
-from ..data import load_dataset
+from ..data import load_configured
 from ..errors import JackpotError
 from ..models import create_model
 from ..procedures import finished_state, procedure
@@ -140,10 +140,9 @@ def preflight(cfgs: list[RunConfig], labels: list[dict] | None = None, root=None
         # the data exactly as the run loads it (a pai check may score on it): the split seed
         # matters only when a validation split is carved out
         split_seed = derive_seed(cfg.seed, "validation-split") if d.val_size else 0
-        key = (d.dataset, d.data_root, d.val_size, split_seed, d.standardize)
+        key = (d.dataset, d.data_root, d.val_size, split_seed, d.standardize, d.image_size)
         if key not in shapes:
-            datasets[key] = ds = load_dataset(d.dataset, root=d.data_root, val_size=d.val_size, seed=split_seed,
-                                              standardize=d.standardize)
+            datasets[key] = ds = load_configured(d, split_seed)
             shapes[key] = (ds.input_shape, ds.num_classes)
         if (key, cfg.model.model) not in shapes:
             try:

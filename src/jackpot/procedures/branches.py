@@ -36,7 +36,7 @@ from ..config import RunConfig, canonical, derive_seed, same_hashed, split_list,
 from ..errors import JackpotError
 from ..sparse import Masks
 from ..sparse.prunable import check_layer_names, layer_of, output_layer
-from ..store import Run, atomic_write_json, check_threads, read_json, stage_done
+from ..store import Run, atomic_write_json, check_threads, device_kind, read_json, stage_done
 from ..train import lr_at, train_stage
 from .context import RunContext, report_stage
 from .registry import Source, procedure
@@ -153,12 +153,12 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
         src = dataclasses.replace(src, end=total, fixed_lr=lr_at(
             total - 1, total, bctx.train_in_steps(), bctx.steps_per_epoch) if src.fixed_lr is not None else None)
     if (path / "config.json").exists() and not ((path / "summary.json").exists() and stage_done(path / "train")):
-        check_threads(path)  # a branch resumes under the thread count it was begun with
+        check_threads(path, device=device)  # a branch resumes under the thread count and device it was begun with
     with Run(path).lock(wait=wait, progress=progress):
         if not (path / "config.json").exists():
             atomic_write_json(path / "config.json", {"parent": str(parent.path), "branch": dataclasses.asdict(spec),
                                                      "canonical": canonical(cfg), "config": to_dict(cfg),
-                                                     "threads": torch.get_num_threads()})
+                                                     "threads": torch.get_num_threads(), "device": device_kind(device)})
         target.load_state_dict(src.weights)
         label = pctx.label(f"branch {spec.kind}{' rescaled' if spec.rescale else ''} of level {spec.level} "
                            f"{100 * src.masks.density():.1f}% weights")

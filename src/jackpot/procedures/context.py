@@ -13,8 +13,9 @@ from typing import Callable
 
 import torch
 
-from ..config import RunConfig, derive_seed, parse_checkpoint_every, parse_step, split_list, validate
-from ..data import load_dataset
+from ..config import (RunConfig, derive_seed, kind_spec, parse_checkpoint_every, parse_step, split_list, to_dict,
+                      validate)
+from ..data import load_configured
 from ..data.corrupt import corrupt
 from ..data.dataset import Dataset
 from ..errors import JackpotError
@@ -22,7 +23,7 @@ from ..models import create_model, is_vgg
 from ..sparse import Masks, distributions, prunable_names
 from ..store import Run, atomic_torch_save, atomic_write_json, check_threads, stage_done
 from ..launch import ddp
-from ..train import Stage
+from ..train import Stage, live_log
 from ..train.loop import ddp_batch_problem
 from .registry import finished_state
 
@@ -56,13 +57,15 @@ class RunContext:
         calls it for every run). ctx.run names the run's directory, which may not exist yet."""
         cfg = validate(cfg)
         if dataset is None:
-            dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
-                                   seed=derive_seed(cfg.seed, "validation-split"), standardize=cfg.data.standardize)
+            dataset = load_configured(cfg.data, derive_seed(cfg.seed, "validation-split"))
+        if cfg.data.corrupt and dataset.streamed:
+            raise JackpotError(f"--corrupt needs a dataset held in memory, not the streamed {cfg.data.dataset}")
         ctx = cls(cfg, None, dataset, torch.device(device), progress)
         model = ctx.new_model(("init",))  # refuse a model/data mismatch
         ctx.total_steps  # refuse a zero-length training
         ctx.prunable(model)  # refuse --keep-layers naming missing layers
         ctx.checkpoint_cadence  # refuse a bad --checkpoint-every
+        live_log.require(cfg.train.log)  # a live logger that is not installed
         shares = ddp_batch_problem(model, dataset.num_train, cfg.data.batch_size, ddp.world_size())
         if shares:  # BatchNorm with fewer than 2 examples on some rank (jackpot.launch.ddp)
             raise JackpotError(shares)
@@ -76,12 +79,12 @@ class RunContext:
         """The run's lock (see Run.lock), waiting for another process when the context says so;
         once it is held, the run's records: a command refused as busy rewrites neither."""
         with self.run.lock(wait=self.wait, progress=self.progress):
-            self.run.record_config(self.recorded or self.cfg)
+            self.run.record_config(self.recorded or self.cfg, self.device)
             if dataset_record_problem(self.run.path):  # missing or damaged: what export/bench read
                 d = self.dataset
                 atomic_write_json(self.run.stage(DATASET_RECORD), {
                     "input_shape": list(d.input_shape), "num_classes": d.num_classes,
-                    "num_train": d.num_train, "num_test": int(d.x_test.shape[0])})
+                    "num_train": d.num_train, "num_test": d.num_test})
             yield self.run
 
     @classmethod
@@ -89,8 +92,7 @@ class RunContext:
                cfg: RunConfig | None = None) -> "RunContext":
         """A context for an existing run directory (or a branch's, with its own `cfg`)."""
         cfg = validate(cfg or run.config())
-        dataset = load_dataset(cfg.data.dataset, root=cfg.data.data_root, val_size=cfg.data.val_size,
-                               seed=derive_seed(cfg.seed, "validation-split"), standardize=cfg.data.standardize)
+        dataset = load_configured(cfg.data, derive_seed(cfg.seed, "validation-split"))
         return cls(cfg, run, dataset, torch.device(device), progress)
 
     @property
@@ -186,7 +188,19 @@ class RunContext:
         return Stage(dir=self.run.stage(rel), model=model, dataset=data, train=self.train_in_steps(),
                      batch_size=self.cfg.data.batch_size, order_seed=order,
                      start=start, end=end, masks=masks, device=self.device, shuffle=self.cfg.data.shuffle,
-                     progress=throttled(self.progress, label), **kw)
+                     progress=throttled(self.progress, label), label=label, hparams=self.hparams,
+                     name=f"{self.run.path.name}/{rel}", workers=self.cfg.data.loader_workers, **kw)
+
+    @property
+    def hparams(self) -> dict:
+        """Every setting of the groups the run's kind reads, as flat `group.field` scalars (what live
+        loggers record once; None becomes "none")."""
+        flat = {"kind": self.cfg.kind, "seed": self.cfg.seed}
+        full = to_dict(self.cfg)
+        for group in kind_spec(self.cfg.kind).groups:
+            flat.update({f"{group}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v).lower()
+                         for k, v in full[group].items()})
+        return flat
 
     def label(self, text: str) -> str:
         return f"[seed {self.cfg.seed}] {text}"
@@ -228,7 +242,7 @@ def _refuse_another_thread_count(ctx: RunContext) -> None:
     thread count it was begun with (store.check_threads); a finished one just shows its results."""
     path = ctx.run.path
     if (path / "config.json").exists() and finished_state(path, ctx.cfg) is None:
-        check_threads(path)
+        check_threads(path, device=ctx.device)
 
 
 def throttled(progress: Callable[[str], None], label: str, every: float = 10.0) -> Callable[[str], None]:

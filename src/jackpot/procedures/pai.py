@@ -38,7 +38,7 @@ def scoring_batches(ctx: RunContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ds = ctx.finding_dataset
     idx = torch.randperm(ds.num_train, generator=ctx.generator("score-batches"))[:n]
     b = ctx.cfg.data.batch_size
-    return [(ds.x_train[idx[i:i + b]], ds.y_train[idx[i:i + b]]) for i in range(0, len(idx), b)]
+    return [ds.examples(idx[i:i + b]) for i in range(0, len(idx), b)]
 
 
 def score_options(ctx: RunContext, model: torch.nn.Module) -> dict:

@@ -23,7 +23,9 @@ from ..sparse.distributions import counts_from_densities, random_masks
 from ..sparse.dst import METHODS as DST_METHODS, UpdateSchedule, make_method
 from ..sparse.gmp import GradualMagnitude
 from ..store import Run, atomic_write_json
+from ..launch import ddp
 from ..train import train_stage
+from ..train.loop import SPARSE_DDP
 from .context import RunContext, report_stage
 from .registry import Procedure, register
 
@@ -62,6 +64,8 @@ def check(ctx: RunContext, model: torch.nn.Module) -> float:
     if s.method != "dense":
         ctx.layer_densities(s.distribution, model, ctx.prunable(model), s.density)
         _callback(ctx, total)
+    if ctx.cfg.train.execution == "sparse" and ddp.is_distributed():
+        raise JackpotError(SPARSE_DDP)
     return 1.0
 
 
@@ -80,8 +84,11 @@ def run_sparse(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=
         if s.method not in ("dense", "small-dense"):
             masks = Masks.ones_for(model, ctx.prunable(model)) if s.method == "gmp" else initial_masks(ctx, model)
             ctx.save_once(dict(masks), "mask_init.pt")
-            callbacks = [_callback(ctx, total, init_values={n: p.detach() for n, p in model.named_parameters()
-                                                            if n in masks})]
+            # the initial values only where grown weights redraw from them: held all run, they are
+            # dense, which a sparse execution must not keep
+            init_values = ({n: p.detach() for n, p in model.named_parameters() if n in masks}
+                           if s.grow_init == "init" else None)
+            callbacks = [_callback(ctx, total, init_values=init_values)]
         # after the mask callback: it charges each step for the masks its forward really used
         callbacks.append(TrainingFlopsMeter(model, ctx.dataset.input_shape, ctx.dataset.num_train,
                                             cfg.data.batch_size, getattr(callbacks[0], "dense_gradient_at", None)
@@ -92,7 +99,8 @@ def run_sparse(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=
         report_stage(ctx, label, record, time.perf_counter() - t0)
         summary = _summary(ctx, model, total, width, record)
         atomic_write_json(ctx.run.stage("summary.json"), {**summary, "final": record["final"],
-                                                          "best": record["best"]})
+                                                          "best": record["best"],
+                                                          "execution": record.get("execution", {"mode": "masked"})})
         progress(f"done: {ctx.run.path}")
     return ctx.run
 
@@ -198,6 +206,7 @@ CONFIG = KindSpec(
         "sparse.grad_accumulation": lambda c: c.sparse.method == "rigl",  # the only method reading dense grads
         "sparse.gmp_start": lambda c: c.sparse.method == "gmp",
         "sparse.gmp_end": lambda c: c.sparse.method == "gmp",
+        "train.execution": lambda c: c.sparse.method not in ("dense", "small-dense"),  # no masks: nothing sparse
     },
     validate=_validate,
 )

@@ -28,12 +28,18 @@ def interpolate(a: dict, b: dict, alpha: float) -> dict:
     return {k: alpha * a[k] + (1 - alpha) * b[k] if a[k].is_floating_point() else a[k] for k in a}
 
 
-def barrier(model: torch.nn.Module, a: dict, b: dict, x, y, alphas: int, device) -> dict:
+def _test_split(ds):
+    test = ds.evaluation_splits()["test"]
+    return test if isinstance(test, tuple) else (test, None)
+
+
+def barrier(model: torch.nn.Module, a: dict, b: dict, x, y, alphas: int, device, precision: str = "fp32",
+            channels_last: bool = False, inputs=None) -> dict:
     grid = [i / (alphas - 1) for i in range(alphas)]
     errors, losses = [], []
     for alpha in grid:
         model.load_state_dict(interpolate(a, b, alpha))
-        loss, acc = evaluate(model, x, y, device)
+        loss, acc = evaluate(model, x, y, device, precision, channels_last, inputs)
         errors.append(1 - acc)
         losses.append(loss)
     return {"alphas": grid, "errors": errors, "losses": losses,
@@ -60,7 +66,7 @@ def run_stability(run: Run, levels: list[int], rewinds: list[str], alphas: int =
             raise JackpotError(f"rewind {text} ({k} steps) is not before the end of training ({total})")
     if any(not (run.path / "stability" / f"level_{level:02d}-k{k}" / "result.json").exists()
            for level in levels for k in steps.values()):
-        check_threads(run.path)  # the replay to step k must give the run's own weights
+        check_threads(run.path, device=device)  # the replay to step k must give the run's own weights
     results = []
     with Run(run.path / "stability").lock():
         for level in levels:
@@ -108,7 +114,8 @@ def _point(ctx: RunContext, level: int, masks: Masks, k: int, total: int, alphas
         finals.append(safe_torch_load(ctx.run.stage(rel, "final.pt"), "trained copy"))
     model = ctx.new_model(("init",)).to(ctx.device)
     result = {"level": level, "rewind_step": k, "density": masks.density(),
-              **barrier(model, finals[0], finals[1], ctx.dataset.x_test, ctx.dataset.y_test, alphas, ctx.device)}
+              **barrier(model, finals[0], finals[1], *_test_split(ctx.dataset), alphas, ctx.device,
+                        ctx.cfg.train.precision, ctx.cfg.train.channels_last, ctx.dataset.inputs)}
     atomic_write_json(out / "result.json", result)
     ctx.progress(ctx.label(f"level {level} ({100 * masks.density():.1f}% weights) rewind {k}: error barrier "
                            f"{100 * result['barrier_error']:.1f} points ({time.perf_counter() - t0:.1f}s)"))

@@ -34,9 +34,12 @@ from ..config import derive_seed
 from ..errors import JackpotError
 from ..models.init import sample_init
 from .masks import Masks, top_k
+from .schedules import Schedule
 from .sparsifier import Sparsifier
 
-DROP_SCHEDULES = ("cosine", "constant", "inverse-power")
+# each drop schedule (`sparse.drop_schedule`) as a kind of the one schedule family
+_SCHEDULE_KIND = {"cosine": "cosine", "constant": "constant", "inverse-power": "polynomial"}
+DROP_SCHEDULES = tuple(_SCHEDULE_KIND)
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,9 @@ class UpdateSchedule:
 
     def __post_init__(self):
         if self.delta_t <= 0:
-            raise JackpotError(f"--delta-t must be a positive number of steps, got {self.delta_t}")
+            raise JackpotError(f"`sparse.delta_t` must be a positive number of steps, got {self.delta_t}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise JackpotError(f"--alpha (drop fraction) must be in [0, 1], got {self.alpha}")
+            raise JackpotError(f"`sparse.alpha` (drop fraction) must be in [0, 1], got {self.alpha}")
         if self.kind not in DROP_SCHEDULES:
             raise JackpotError(f"unknown drop schedule {self.kind!r}; choose {', '.join(DROP_SCHEDULES)}")
 
@@ -59,12 +62,10 @@ class UpdateSchedule:
         return 0 < step < self.t_end and step % self.delta_t == 0
 
     def drop_fraction(self, step: int) -> float:
-        if self.kind == "constant":
-            return self.alpha
-        progress = min(1.0, step / max(1, self.t_end))
-        if self.kind == "cosine":
-            return self.alpha / 2 * (1 + math.cos(math.pi * progress))
-        return self.alpha * (1 - progress) ** self.power
+        """alpha, decayed from step 0 to t_end: cosine (RigL), constant or inverse-power
+        (the schedule family's polynomial decaying to 0)."""
+        schedule = Schedule(_SCHEDULE_KIND[self.kind], self.alpha, 0.0, self.power)
+        return schedule.value(step, max(1, self.t_end))
 
 
 @dataclass
@@ -90,12 +91,13 @@ class DropGrow:
     needs_grad = False          # read the dense gradient on update steps
     needs_stat = False          # keep a per-step statistic of the dense gradient
     stat_decay = 0.9
+    adapted: tuple[str, ...] = ()  # attributes a method adapts during the run: kept for resume
 
     def __init__(self, schedule: UpdateSchedule, grow_init: str = "zero", skip_step: bool = False,
                  grad_accumulation: int = 1, seed: int = 0, weight_init: str = "default",
                  init_values: dict[str, torch.Tensor] | None = None):
         if grad_accumulation < 1:
-            raise JackpotError(f"--grad-accumulation must be >= 1, got {grad_accumulation}")
+            raise JackpotError(f"`sparse.grad_accumulation` must be >= 1, got {grad_accumulation}")
         self.schedule = schedule
         self.grow_init = grow_init
         self.weight_init = weight_init  # the model's --init: grown weights redraw from it
@@ -189,7 +191,9 @@ class DropGrow:
         self.grad_sum = {}
         fraction = self.schedule.drop_fraction(step)
         n_drop = self.drop_counts(layers, fraction)
-        kept = {l.name: top_k(self.drop_score(l), l.active - n_drop[l.name], l.mask, ties="topk")
+        # the counts top_k keeps and may grow into, known here: top_k need not read them back
+        n_kept = {l.name: min(l.active, max(0, l.active - n_drop[l.name])) for l in layers}
+        kept = {l.name: top_k(self.drop_score(l), n_kept[l.name], l.mask, ties="topk", n_allowed=l.active)
                 for l in layers}
         n_grow = self.grow_counts(layers, n_drop)
         new = Masks()
@@ -197,7 +201,8 @@ class DropGrow:
         for l in layers:
             candidates = ~kept[l.name]
             # the score's own dtype (float32 for bf16 weights' scores): top_k compares as float32
-            grow = top_k(self.grow_score(l), n_grow[l.name], candidates, ties="topk")
+            grow = top_k(self.grow_score(l), n_grow[l.name], candidates, ties="topk",
+                         n_allowed=l.mask.numel() - n_kept[l.name])
             new[l.name] = kept[l.name] | grow
             grown_new[l.name] = grow & ~l.mask
         sparsifier.set_masks(new)  # zeroes dropped weights and their optimizer state
@@ -233,17 +238,19 @@ class DropGrow:
             fan_in = layer.weight[0].numel() if layer.weight.dim() > 1 else layer.weight.numel()
             bound = 1.0 / math.sqrt(max(1, fan_in))
             return (torch.rand(k, generator=layer.generator) * 2 - 1).mul_(bound).to(layer.weight)
-        raise JackpotError(f"unknown --grow-init {self.grow_init!r}; choose zero or init")
+        raise JackpotError(f"unknown `sparse.grow_init` {self.grow_init!r}; choose zero or init")
 
     def state_dict(self) -> dict:
         return {"stats": dict(self.stats), "grad_sum": dict(self.grad_sum), "history": list(self.history),
-                "ever_active": dict(self.ever_active)}
+                "ever_active": dict(self.ever_active), **{a: getattr(self, a) for a in self.adapted}}
 
     def load_state_dict(self, state: dict) -> None:
         self.stats = dict(state.get("stats", {}))
         self.grad_sum = dict(state.get("grad_sum", {}))
         self.history = list(state.get("history", []))
         self.ever_active = dict(state.get("ever_active", {}))
+        for a in self.adapted:
+            setattr(self, a, state.get(a, getattr(self, a)))
 
     def summary(self) -> dict:
         """Kept in the stage's done.json (the checkpoint holding `history` is deleted at the end)."""
@@ -259,11 +266,16 @@ class Static(DropGrow):
         return False
 
 
+def random_score(layer: Layer) -> torch.Tensor:
+    """Uniform grow scores from the layer's update generator (drawn on the CPU: same on any device)."""
+    return torch.rand(layer.weight.shape, generator=layer.generator).to(layer.weight.device)
+
+
 class SET(DropGrow):
     """Mocanu et al. 2018: drop smallest |w|, grow uniformly at random."""
 
     def grow_score(self, layer: Layer) -> torch.Tensor:
-        return torch.rand(layer.weight.shape, generator=layer.generator).to(layer.weight.device)
+        return random_score(layer)
 
 
 class RigL(DropGrow):
@@ -302,18 +314,16 @@ class DSR(DropGrow):
     keeps at least one), adapt H toward a target number of drops, reallocate the dropped count
     across layers in proportion to surviving weights, grow randomly (excluding just-dropped)."""
 
+    adapted = ("threshold",)
+
     def __init__(self, *args, threshold: float = 1e-3, tolerance: float = 0.1, **kw):
         super().__init__(*args, **kw)
-        self.threshold = threshold
-        self.tolerance = tolerance
+        self.threshold, self.tolerance = threshold, tolerance
 
     def drop_counts(self, layers, fraction):
-        target = fraction * sum(l.active for l in layers)
-        counts = {}
         below = _counts([(l.weight.abs() < self.threshold) & l.mask for l in layers])
-        for l, n_below in zip(layers, below):
-            counts[l.name] = min(n_below, max(0, l.active - 1))
-        dropped = sum(counts.values())
+        counts = {l.name: min(n, max(0, l.active - 1)) for l, n in zip(layers, below)}
+        dropped, target = sum(counts.values()), fraction * sum(l.active for l in layers)
         if dropped > (1 + self.tolerance) * target:
             self.threshold /= 2
         elif dropped < (1 - self.tolerance) * target:
@@ -321,28 +331,18 @@ class DSR(DropGrow):
         return counts
 
     def grow_score(self, layer: Layer) -> torch.Tensor:
-        score = torch.rand(layer.weight.shape, generator=layer.generator).to(layer.weight.device)
-        return torch.where(layer.mask, torch.full_like(score, -1.0), score)  # just-dropped grow last
+        return random_score(layer).masked_fill(layer.mask, -1.0)  # just-dropped positions grow last
 
     def grow_counts(self, layers, dropped):
-        total = sum(dropped.values())
         surviving = {l.name: float(l.active - dropped[l.name]) for l in layers}
-        capacity = {l.name: l.mask.numel() - l.active for l in layers}
-        return _apportion(total, surviving, capacity)
-
-    def state_dict(self):
-        return {**super().state_dict(), "threshold": self.threshold}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.threshold = state.get("threshold", self.threshold)
+        return _apportion(sum(dropped.values()), surviving, {l.name: l.mask.numel() - l.active for l in layers})
 
 
 def _counts(masks: list[torch.Tensor]) -> list[int]:
     """int(m.sum()) of each bool tensor, read back to the host in one sync (each int() is one)."""
     if not masks:
         return []
-    sums = [m.sum() for m in masks]
+    sums = [torch.count_nonzero(m) for m in masks]  # a bool sum widens to int64 first: 16x slower
     device = sums[0].device
     return torch.stack([t.to(device) for t in sums]).tolist()
 

@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import JackpotError, check_fraction
 from .masks import Masks
 from .pruning import prune_to_density
+from .schedules import Schedule
 
 
 def _params(model: nn.Module, masks: Masks) -> list[torch.Tensor]:
@@ -135,8 +136,7 @@ def synflow(model, masks, batches=None, loss_fn=None, input_shape=None, double=F
         for t in itertools.chain(net.parameters(), net.buffers()):
             if t.is_floating_point():
                 t.abs_()
-        for p, m in zip(_params(net, masks), masks.values()):
-            p.mul_(m)
+    masks.apply_to(net)
     ps = _params(net, masks)
     p0 = ps[0]
     r = net(torch.ones(1, *input_shape, dtype=p0.dtype, device=p0.device)).sum()
@@ -177,13 +177,11 @@ def iterative_prune(score_name: str, model: nn.Module, masks: Masks, batches, de
         raise JackpotError(f"unknown scope {scope!r}; valid: global, layerwise")
     home = {n: m.device for n, m in masks.items()}
     model, current, batches = _on_device(model, masks.clone(), batches, device)
+    per_round = Schedule(schedule, 1.0, density)
     for k in range(1, rounds + 1):
-        d_k = density ** (k / rounds) if schedule == "exponential" else 1.0 - (1.0 - density) * k / rounds
+        d_k = per_round.value(k, rounds, clip=False)
         d_k = density if k == rounds else d_k  # no float drift on the last round
-        net = copy.deepcopy(model)
-        with torch.no_grad():
-            for p, m in zip(_params(net, current), current.values()):
-                p.mul_(m)
+        net = current.apply_to(copy.deepcopy(model))
         scores = compute_scores(score_name, net, current, batches, **opts)
         current = prune_to_density(scores, current, d_k, scope)
     return Masks({n: m.to(home[n]) for n, m in current.items()})

@@ -2,19 +2,26 @@
 
 Forward y = x W^T + b and the input gradient use MKL CSR products; the weight gradient is
 computed only at active positions (sampled dense-dense product, SDDMM). Outputs and gradients
-equal those of F.linear(x, W * mask) within float tolerance. Every index buffer lives on the
-device of the weight. bf16/fp16 layers compute the three products in float32 (MKL's CSR kernels
+equal those of F.linear(x, W * mask) within float tolerance. With `capture_dense_grad` set, a
+backward also stores the dense weight gradient (one dense product, for a DST update that reads
+it: sparse/execution.py). Every index buffer lives on the device of the weight. bf16/fp16 layers compute the three products in float32 (MKL's CSR kernels
 and CUDA's sampled_addmm take only float32/64) and round the results back.
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..errors import JackpotError
-from . import kernels  # noqa: F401  (silences torch's sparse "beta" warnings)
+
+# torch warns once per process that sparse CSR is "beta": use that one warning up here, quietly
+# (export's kernels import this module for the same reason).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.zeros(1, 1).to_sparse_csr()
 
 
 def _csr(crow, col, values, shape):
@@ -42,11 +49,13 @@ class _SparseMatmul(torch.autograd.Function):
     def forward(ctx, x, values, layer):
         # Keep this step's structure: an update_mask before backward must not change it.
         ctx.layer = _Structure(layer.crow, layer.col, layer.crow_t, layer.col_t, layer.perm_t, layer.shape)
+        ctx.capture = layer if layer.capture_dense_grad else None
         ctx.save_for_backward(x, values)
         w, xw = _csr(layer.crow, layer.col, _wide(values), layer.shape), _wide(x)
-        if x.shape[0] == 1:
-            return torch.mv(w, xw[0]).unsqueeze(0).to(x.dtype)
-        return torch.mm(w, xw.t()).t().to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):  # autocast would cast to bf16: no CSR kernel
+            if x.shape[0] == 1:
+                return torch.mv(w, xw[0]).unsqueeze(0).to(x.dtype)
+            return torch.mm(w, xw.t()).t().to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -64,6 +73,10 @@ class _SparseMatmul(torch.autograd.Function):
             pattern = _csr(layer.crow, layer.col, torch.zeros_like(_wide(values)), layer.shape)
             grad_values = torch.sparse.sampled_addmm(
                 pattern, g.t().contiguous(), _wide(x).contiguous(), beta=0.0).values().to(values.dtype)
+        if ctx.capture is not None:  # dL/dW at every position, as a masked dense layer's autograd has it
+            dense = torch.mm(g.t(), _wide(x)).to(values.dtype)
+            prev = ctx.capture.dense_grad
+            ctx.capture.dense_grad = dense if prev is None else prev + dense
         return grad_x, grad_values, None
 
 
@@ -80,6 +93,8 @@ class SparseLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.values = nn.Parameter(torch.zeros(0))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.capture_dense_grad = False  # backward also stores the dense weight gradient ...
+        self.dense_grad: torch.Tensor | None = None  # ... here (summed over backwards until cleared)
         self._set_structure(torch.zeros(out_features, in_features, dtype=torch.bool), torch.zeros(0))
 
     @property
@@ -124,6 +139,18 @@ class SparseLinear(nn.Module):
             self.values.data = new.new_empty(0, dtype=torch.float32 if new.dtype == torch.float64 else torch.float64)
         self.values.data = new
         self.values.grad = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A state dict of another structure (a checkpoint after DST updates) loads too: the
+        structure is rebuilt from its indices first."""
+        crow, col = state_dict.get(prefix + "crow"), state_dict.get(prefix + "col")
+        values = state_dict.get(prefix + "values")
+        if crow is not None and col is not None and values is not None and values.shape != self.values.shape:
+            mask = torch.zeros(self.shape, dtype=torch.bool, device=self.values.device)
+            rows = torch.repeat_interleave(torch.arange(self.out_features), crow.long().cpu().diff())
+            mask[rows.to(mask.device), col.long().to(mask.device)] = True
+            self._set_structure(mask, values)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def mask(self) -> torch.Tensor:
