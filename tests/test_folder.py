@@ -98,3 +98,12 @@ def test_peak_memory_stays_flat_in_the_number_of_images(tmp_path):
     rss_large = _peak_rss_kib(large, tmp_path / "s2")
     held = 1800 * 3 * 64 * 64 * 4 / 1024  # KiB the 1,800 extra images would take decoded as float32
     assert rss_large - rss_small < 0.25 * held, (rss_small, rss_large, held)
+
+
+def test_an_image_that_does_not_decode_in_a_worker_is_one_line(tmp_path, capsys):
+    root = write_tree(tmp_path / "imgs", per_class=8)
+    (root / "train" / "blue" / "00000.jpeg").write_text("not an image")
+    status = main([*ARGS, "--dataset", f"folder:{root}", "--duration", "1ep", "--loader-workers", "2",
+                   "--store", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "cannot decode image" in err and "00000.jpeg" in err, err

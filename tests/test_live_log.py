@@ -112,3 +112,25 @@ def test_a_terminal_gets_a_progress_bar_a_pipe_plain_lines_and_quiet_nothing(tin
     quiet = subprocess.run(argv + ["--store", str(tmp_path / "c"), "--quiet"], capture_output=True, text=True,
                            cwd=tmp_path)
     assert quiet.returncode == 0 and "[seed 0]" not in quiet.stdout and "| rigl" in quiet.stdout
+
+
+def test_a_resumed_run_keeps_every_logged_point_once_and_a_sink_named_twice_logs_once(tiny_npz, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from jackpot.train import loop
+    argv = [*BASE, "--dataset", f"npz:{tiny_npz}", "--duration", "4ep", "--log", "tensorboard,tensorboard"]
+    real, hit = loop.lr_at, []
+
+    def interrupt(step, *a, **k):  # after the checkpoint at step 12 (the end of epoch 2)
+        if step == 14 and not hit:
+            hit.append(step)
+            raise KeyboardInterrupt
+        return real(step, *a, **k)
+    monkeypatch.setattr(loop, "lr_at", interrupt)
+    assert main([*argv, "--store", str(tmp_path / "s")]) == 130
+    monkeypatch.undo()
+    assert main([*argv, "--store", str(tmp_path / "s")]) == 0
+    (run,) = (tmp_path / "s").glob("sparse-*")
+    metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    steps = [e.step for e in EventAccumulator(str(run / "train" / "tensorboard")).Reload().Scalars("test_acc")]
+    assert steps == [m["step"] for m in metrics] == [0, 6, 12, 18, 24]

@@ -139,3 +139,20 @@ def test_a_run_refuses_to_continue_on_another_kind_of_device(tiny_npz, tmp_path,
         check_threads(run, device="cpu")
     check_threads(run)  # device not given: only the thread count is checked
     assert device_kind("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("extra, words", [
+    (("--device", "meta"), "unknown --device 'meta'"), (("--device", "mps"), "unknown --device 'mps'"),
+    (("--compile", "foo"), "unknown --compile backend 'foo'"),
+    (("--loader-workers", "-1"), "--loader-workers must be >= 0")])
+def test_devices_backends_and_workers_jackpot_cannot_use_are_refused_before_anything_is_written(
+        tiny_npz, tmp_path, capsys, extra, words):
+    store = tmp_path / "store"
+    argv = ["sparse", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100", "--duration", "1ep",
+            "--threads", "1", "--store", str(store), *extra]
+    if "--device" not in extra:
+        argv += ["--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err, err
+    assert not store.exists()

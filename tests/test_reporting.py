@@ -386,9 +386,10 @@ def test_every_stage_records_its_measured_cost_and_the_report_sets_it_beside_flo
         assert cost["device"] == "cpu" and cost["threads"] == 1
     out = report.write_report(store, tmp_path / "report")
     md = (out / "cost.md").read_text()
-    assert "measured time per step (x dense)" in md and "time per step" not in (out / "results.md").read_text()
+    assert "measured time per step (x baseline)" in md and "time per step" not in (out / "results.md").read_text()
     dense_row = next(line for line in md.splitlines() if line.startswith("| dense"))
     assert dense_row.split("|")[5].strip() == "1.0000"  # the dense run against itself
+    assert dense_row.split("|")[6].strip() == "the dense run"
     static_row = next(line for line in md.splitlines() if line.startswith("| static"))
     static = next(p for p in store.glob("sparse-*") if "static" in (p / "config.json").read_text())
     dense = next(p for p in store.glob("sparse-*") if p != static)
@@ -410,4 +411,5 @@ def test_a_sparse_execution_run_is_compared_with_its_own_masked_reference(tiny_n
     out = report.write_report(store, tmp_path / "report")
     row = next(line for line in (out / "cost.md").read_text().splitlines() if line.startswith("| static"))
     ratio = float(row.split("|")[5])
+    assert row.split("|")[6].strip() == "its masked reference"
     assert ratio == pytest.approx(cost["step_seconds_median"] / cost["reference_step_seconds"], abs=1e-4)

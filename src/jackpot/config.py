@@ -37,7 +37,7 @@ def scalar_type(annotation) -> tuple[type, bool]:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = option("mnist1d", "dataset name (see `jackpot datasets`) or npz:PATH")
+    dataset: str = option("mnist1d", "dataset name (see `jackpot datasets`), npz:PATH or folder:PATH")
     data_root: str | None = option(None, "directory holding downloaded datasets", hashed=False)
     val_size: int = option(0, "examples carved from the training data for validation")
     batch_size: int = option(100, "training batch size")
@@ -426,6 +426,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise JackpotError(f"--batch-size must be positive, got {d.batch_size}")
     if d.val_size < 0:
         raise JackpotError(f"--val-size must be >= 0, got {d.val_size}")
+    if d.loader_workers < 0:
+        raise JackpotError(f"--loader-workers must be >= 0, got {d.loader_workers}")
     for step in (t.duration, t.warmup, *split_list(t.milestones)):
         parse_step(step, 1)
     parse_checkpoint_every(t.checkpoint_every, 1)

@@ -20,7 +20,11 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise JackpotError(f"--device {name}: CUDA is not available on this machine")
     try:
-        torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise JackpotError(f"unknown --device {name!r}; use cpu, cuda, cuda:N or auto") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: not run here
+        raise JackpotError(f"unknown --device {name!r}; use cpu, cuda, cuda:N or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise JackpotError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return name

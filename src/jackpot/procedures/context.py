@@ -23,7 +23,7 @@ from ..models import create_model, is_vgg
 from ..sparse import Masks, distributions, prunable_names
 from ..store import Run, atomic_torch_save, atomic_write_json, check_threads, stage_done
 from ..launch import ddp
-from ..train import Stage, live_log
+from ..train import Stage, live_log, numerics
 from ..train.loop import ddp_batch_problem
 from .registry import finished_state
 
@@ -66,6 +66,7 @@ class RunContext:
         ctx.prunable(model)  # refuse --keep-layers naming missing layers
         ctx.checkpoint_cadence  # refuse a bad --checkpoint-every
         live_log.require(cfg.train.log)  # a live logger that is not installed
+        numerics.check_compile(cfg.train.compile)
         shares = ddp_batch_problem(model, dataset.num_train, cfg.data.batch_size, ddp.world_size())
         if shares:  # BatchNorm with fewer than 2 examples on some rank (jackpot.launch.ddp)
             raise JackpotError(shares)

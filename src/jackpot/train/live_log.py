@@ -25,7 +25,7 @@ _EXTRA = {"tensorboard": "tb", "wandb": "wandb"}
 
 
 def sink_names(text: str) -> list[str]:
-    names = split_list(text)
+    names = list(dict.fromkeys(split_list(text)))  # a sink named twice logs once
     unknown = sorted(set(names) - set(SINKS))
     if unknown:
         raise JackpotError(f"unknown `train.log` sink(s) {', '.join(unknown)}; choose {', '.join(SINKS)}")
@@ -58,8 +58,9 @@ def _scalars(record: dict) -> dict[str, float]:
 class _TensorBoard:
     def __init__(self, stage_dir: Path, start: int, hparams: dict):
         writer = _module("tensorboard")
-        # purge_step: events a killed attempt logged after the checkpoint are dropped on resume
-        self.writer = writer(log_dir=str(stage_dir / "tensorboard"), purge_step=start if start > 0 else None)
+        # purge_step: events a killed attempt logged after the checkpoint at `start` are dropped on
+        # resume (the point of step `start` itself was logged before the checkpoint and stays)
+        self.writer = writer(log_dir=str(stage_dir / "tensorboard"), purge_step=start + 1 if start > 0 else None)
         self.hparams = hparams
 
     def log(self, step: int, values: dict[str, float]) -> None:

@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -477,7 +478,8 @@ class _Batches:
     def batch(self, step: int):
         s = self.stage
         if self.streamed:
-            at, x, y = next(self.loader)
+            with _worker_errors():
+                at, x, y = next(self.loader)
             assert at == step, (at, step)  # the loader runs in step order from where the stage began
             return x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
         idx = self.order.indices(step)
@@ -540,8 +542,20 @@ def _eval_batches(x, y):
             yield x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]
         return
     chunks = [range(i, min(i + EVAL_BATCH, len(x))) for i in range(0, len(x), EVAL_BATCH)]
-    yield from torch.utils.data.DataLoader(chunks, batch_size=None, num_workers=min(2, len(chunks)),
-                                           collate_fn=x.eval_batch, worker_init_fn=_worker_threads)
+    with _worker_errors():
+        yield from torch.utils.data.DataLoader(chunks, batch_size=None, num_workers=min(2, len(chunks)),
+                                               collate_fn=x.eval_batch, worker_init_fn=_worker_threads)
+
+
+@contextmanager
+def _worker_errors():
+    """A JackpotError raised in a DataLoader worker (an image that does not decode) as the one line
+    it was, not the worker's traceback the DataLoader wraps it in."""
+    try:
+        yield
+    except JackpotError as e:
+        last = str(e).strip().splitlines()[-1]
+        raise JackpotError(last.split("JackpotError: ", 1)[-1]) from None
 
 
 def _evaluate(model, stage: Stage, step: int, splits: dict) -> dict:

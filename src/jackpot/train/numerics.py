@@ -22,6 +22,8 @@ import os
 
 import torch
 
+from ..errors import JackpotError
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -62,6 +64,15 @@ def memory_format(model: torch.nn.Module, channels_last: bool) -> torch.nn.Modul
 
 def inputs_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def check_compile(backend: str) -> None:
+    """Refuse an unknown torch.compile backend before anything runs."""
+    if backend == "none":
+        return
+    known = torch.compiler.list_backends(exclude_tags=())  # loads dynamo: only when compiling
+    if backend not in known:
+        raise JackpotError(f"unknown `train.compile` backend {backend!r}; choose none or {', '.join(sorted(known))}")
 
 
 def compiled(net: torch.nn.Module, backend: str) -> torch.nn.Module:
