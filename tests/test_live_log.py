@@ -134,3 +134,20 @@ def test_a_resumed_run_keeps_every_logged_point_once_and_a_sink_named_twice_logs
     metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
     steps = [e.step for e in EventAccumulator(str(run / "train" / "tensorboard")).Reload().Scalars("test_acc")]
     assert steps == [m["step"] for m in metrics] == [0, 6, 12, 18, 24]
+
+
+def test_quiet_branch_and_stability_print_only_their_results(tiny_npz, tmp_path, capsys):
+    store = tmp_path / "store"
+    base = ["--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100", "--batch-size", "40", "--duration", "2ep",
+            "--threads", "1", "--device", "cpu", "--store", str(store)]
+    assert main(["lottery", *base, "--fraction", "0.5", "--levels", "1", "--quiet"]) == 0
+    (run,) = store.glob("lottery-*")
+    capsys.readouterr()
+    assert main(["branch", run.name, "reinit", "--level", "1", "--threads", "1", "--device", "cpu",
+                 "--store", str(store), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "[seed 0]" not in out and out.startswith("branch reinit of")
+    assert main(["stability", run.name, "--levels", "1", "--rewinds", "0it", "--alphas", "3", "--threads", "1",
+                 "--device", "cpu", "--store", str(store), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "[seed 0]" not in out and "barrier" in out.lower()

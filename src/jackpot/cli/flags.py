@@ -101,6 +101,10 @@ def wait_flag(p: argparse.ArgumentParser) -> None:
                                                        "wait for it and then finish, instead of refusing")
 
 
+def quiet_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress output (results are still printed)")
+
+
 def device_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")

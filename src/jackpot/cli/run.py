@@ -17,7 +17,7 @@ from ..procedures.branches import BRANCH_KINDS, BranchSpec, branch_summary, run_
 from ..procedures.stability import format_stability, run_stability
 from ..store import Run, atomic_write_text, find_run, is_primary, store_root
 from .flags import (Parser, add_config_flags, config_from_args, device_flags, groups_from_args, positive,
-                    recipe_flag, seeds, set_threads, store_flag, wait_flag)
+                    quiet_flag, recipe_flag, seeds, set_threads, store_flag, wait_flag)
 
 
 def run_all(args, kind: str) -> tuple[list, list]:
@@ -33,8 +33,13 @@ def run_all(args, kind: str) -> tuple[list, list]:
                              workers=args.workers, threads=args.threads or 1)
         return cfgs, [Run(p) for p in paths]
     progress.set_quiet(args.quiet)
-    say = print if is_primary() and not args.quiet else (lambda _line: None)
+    say = _say(args)
     return cfgs, [run(cfg, root=args.store, device=device, progress=say, wait=args.wait) for cfg in cfgs]
+
+
+def _say(args):
+    """Where progress lines go: stdout on rank 0, nowhere with --quiet (tables are still printed)."""
+    return print if is_primary() and not args.quiet else (lambda _line: None)
 
 
 def _report_dir(args, cfgs):
@@ -72,7 +77,7 @@ def run_flags(p: argparse.ArgumentParser) -> None:
     device_flags(p)
     p.add_argument("--workers", type=int, default=1, help="run the seeds in this many processes")
     p.add_argument("--print-dir", action="store_true", help="print the run directories and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress output (the table is still printed)")
+    quiet_flag(p)
     wait_flag(p)
 
 
@@ -95,6 +100,7 @@ def _branch_parser(pcfg: RunConfig) -> Parser:
     store_flag(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
+    quiet_flag(parser)
     wait_flag(parser)
     return parser
 
@@ -109,7 +115,9 @@ def cmd_branch(argv: list[str]) -> int:
     set_threads(args)
     cfg = dataclasses.replace(pcfg, **groups_from_args(args, ("data", "train")))
     spec = BranchSpec(args.kind, args.level, args.branch_seed, args.rescale, args.exclude, args.retrain)
-    path = run_branch(parent, spec, cfg, device=resolve_device(args.device), wait=args.wait)
+    progress.set_quiet(args.quiet)
+    path = run_branch(parent, spec, cfg, device=resolve_device(args.device), wait=args.wait,
+                      progress=_say(args))
     s = branch_summary(path)
     print(f"branch {args.kind} of {parent.path.name} level {args.level}: {100 * s['density']:.1f}% weights, "
           f"test acc {100 * s['final']['test_acc']:.1f}%\nresults: {path}")
@@ -125,7 +133,9 @@ def cmd_stability(args) -> int:
         raise JackpotError(f"--levels takes comma-separated integers, got {args.levels!r}") from None
     if not levels or not split_list(args.rewinds):
         raise JackpotError("give at least one --levels and one --rewinds value")
-    results = run_stability(run, levels, split_list(args.rewinds), args.alphas, device=resolve_device(args.device))
+    progress.set_quiet(args.quiet)
+    results = run_stability(run, levels, split_list(args.rewinds), args.alphas, device=resolve_device(args.device),
+                            progress=_say(args))
     print()
     print(format_stability(results))
     return 0
@@ -153,5 +163,6 @@ def register(sub, recipe=None) -> None:
     stab.add_argument("--alphas", type=int, default=11, help="interpolation points (incl. both ends)")
     stab.add_argument("--device", default="auto")
     stab.add_argument("--threads", type=int, default=0)
+    quiet_flag(stab)
     store_flag(stab)
     stab.set_defaults(func=cmd_stability)
