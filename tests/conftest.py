@@ -22,6 +22,23 @@ def tiny_npz(tmp_path):
 
 
 @pytest.fixture
+def interrupt_at(monkeypatch):
+    """interrupt_at(step): the next training stage to reach `step` stops there as Ctrl-C (or a kill)
+    would, once; call monkeypatch.undo() before resuming."""
+    from jackpot.train import loop
+    real, hit = loop.lr_at, []
+
+    def arm(step: int) -> None:
+        def lr_at(s, *a, **k):
+            if s == step and not hit:
+                hit.append(s)
+                raise KeyboardInterrupt
+            return real(s, *a, **k)
+        monkeypatch.setattr(loop, "lr_at", lr_at)
+    return arm
+
+
+@pytest.fixture
 def store(tmp_path, monkeypatch):
     root = tmp_path / "store"
     monkeypatch.setenv("JACKPOT_STORE", str(root))

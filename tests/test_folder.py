@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -59,20 +58,12 @@ def test_random_resized_crop_boxes_follow_their_definition():
         assert w / h <= 4 / 3 * 1.15 or (w, h) == (48, 48)  # aspect ratio within 3/4..4/3, or the fallback
 
 
-def test_a_killed_folder_run_resumes_bit_identically(tmp_path, capsys, monkeypatch):
-    from jackpot.train import loop
+def test_a_killed_folder_run_resumes_bit_identically(tmp_path, capsys, monkeypatch, interrupt_at):
     root = write_tree(tmp_path / "imgs", per_class=20)
     argv = [*ARGS, "--dataset", f"folder:{root}", "--duration", "2ep", "--checkpoint-every", "3it",
             "--loader-workers", "2"]
     assert main([*argv, "--store", str(tmp_path / "clean")]) == 0
-    real, hit = loop.lr_at, []
-
-    def interrupt(step, *a, **k):
-        if step == 5 and not hit:
-            hit.append(step)
-            raise KeyboardInterrupt
-        return real(step, *a, **k)
-    monkeypatch.setattr(loop, "lr_at", interrupt)
+    interrupt_at(5)
     assert main([*argv, "--store", str(tmp_path / "killed")]) == 130
     monkeypatch.undo()
     assert main([*argv, "--store", str(tmp_path / "killed"), "--loader-workers", "0"]) == 0  # not hashed

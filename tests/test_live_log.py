@@ -114,19 +114,12 @@ def test_a_terminal_gets_a_progress_bar_a_pipe_plain_lines_and_quiet_nothing(tin
     assert quiet.returncode == 0 and "[seed 0]" not in quiet.stdout and "| rigl" in quiet.stdout
 
 
-def test_a_resumed_run_keeps_every_logged_point_once_and_a_sink_named_twice_logs_once(tiny_npz, tmp_path, monkeypatch):
+def test_a_resumed_run_keeps_every_logged_point_once_and_a_sink_named_twice_logs_once(tiny_npz, tmp_path, monkeypatch,
+                                                                                        interrupt_at):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from jackpot.train import loop
     argv = [*BASE, "--dataset", f"npz:{tiny_npz}", "--duration", "4ep", "--log", "tensorboard,tensorboard"]
-    real, hit = loop.lr_at, []
-
-    def interrupt(step, *a, **k):  # after the checkpoint at step 12 (the end of epoch 2)
-        if step == 14 and not hit:
-            hit.append(step)
-            raise KeyboardInterrupt
-        return real(step, *a, **k)
-    monkeypatch.setattr(loop, "lr_at", interrupt)
+    interrupt_at(14)  # after the checkpoint at step 12 (the end of epoch 2)
     assert main([*argv, "--store", str(tmp_path / "s")]) == 130
     monkeypatch.undo()
     assert main([*argv, "--store", str(tmp_path / "s")]) == 0

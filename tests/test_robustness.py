@@ -420,21 +420,13 @@ def test_bad_checkpoint_every_is_refused_before_the_run(tiny_npz, store, capsys)
 
 
 @pytest.mark.parametrize("every, checkpoint_step", [("5it", 10), ("0.000001s", 11)])
-def test_kill_mid_epoch_resumes_bit_identical(tiny_npz, tmp_path, capsys, monkeypatch, every, checkpoint_step):
-    from jackpot.train import loop
+def test_kill_mid_epoch_resumes_bit_identical(tiny_npz, tmp_path, capsys, monkeypatch, interrupt_at, every,
+                                              checkpoint_step):
     argv = [*small(tiny_npz), "--batch-size", "20", "--checkpoint-every", every]  # 12 steps per epoch
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     assert cli(capsys, *argv, "--store", clean)[0] == 0
 
-    real_lr_at = loop.lr_at
-    hit = []
-
-    def interrupt_at_step_11(step, *a, **k):
-        if step == 11 and not hit:
-            hit.append(step)
-            raise KeyboardInterrupt  # as Ctrl-C (or a kill) in the middle of epoch 0
-        return real_lr_at(step, *a, **k)
-    monkeypatch.setattr(loop, "lr_at", interrupt_at_step_11)
+    interrupt_at(11)  # as Ctrl-C (or a kill) in the middle of epoch 0
     assert cli(capsys, *argv, "--store", killed)[0] == 130
     monkeypatch.undo()
     stage = run_dir(killed, "lottery") / "level_00" / "ticket"

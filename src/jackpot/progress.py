@@ -14,10 +14,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def quiet() -> bool:
-    return _quiet
-
-
 def bars() -> bool:
     """Whether progress is drawn as bars: a terminal, and not --quiet."""
     return not _quiet and sys.stdout.isatty()

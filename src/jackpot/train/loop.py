@@ -181,7 +181,8 @@ def train_stage(stage: Stage) -> dict:
     if step == stage.start:
         record = _evaluate(model, stage, step, splits)
         log.write(record)
-        live.write(record, _live_extras(cost, sparsifier, callbacks))
+        if live:  # the extras cost a host sync per layer: only for a live view
+            live.write(record, _live_extras(cost, sparsifier, callbacks))
     while step < stage.end:
         cost.start(step)
         if step in stage.at_step:
@@ -233,7 +234,8 @@ def train_stage(stage: Stage) -> dict:
             record = _evaluate(model, stage, step, splits)
             record["train_loss"] = train_loss
             log.write(record)
-            live.write(record, _live_extras(cost, sparsifier, callbacks))
+            if live:  # the extras cost a host sync per layer: only for a live view
+                live.write(record, _live_extras(cost, sparsifier, callbacks))
             if bar:
                 bar.show(record)
             elif stage.progress and primary:
