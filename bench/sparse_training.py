@@ -12,8 +12,14 @@ masked and sparse runs interleaved (alternating order per repetition), medians:
      (t_update_step - t_step) / (100 t_step), sparse and masked.
   3. LeNet-300-100 (synthetic 784-feature npz) and the MNIST-1D MLP (embedded MNIST-1D), RigL 90%
      ERK: end-to-end masked/sparse (the per-layer choice keeps layers where sparse loses dense).
+  4. Conv-4 with half the channels of every conv empty (the next conv's matching inputs too; 50% of
+     the rest kept at random; the classifier 50% unstructured): a static-mask training stage of
+     60 steps (B=64, SGD momentum) masked vs --execution sparse (channel-removed convs), and the
+     exported model vs the baked dense model at inference, batch 64 and 1.
 
-  python bench/sparse_training.py [--quick]
+  5. --long: the 99% run again over 1000 steps at delta_t 100 (7 mask updates), one repetition.
+
+  python bench/sparse_training.py [--quick] [--long]
 """
 from __future__ import annotations
 
@@ -30,8 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import setup_threads
+from common import interleaved_ratio, setup_threads
 from jackpot.config import DataConfig, ModelConfig, RunConfig, SparseConfig, TrainConfig
+from jackpot.data.dataset import Dataset
+from jackpot.export import export_model, summary
 from jackpot.models import create_model
 from jackpot.models.mlp import MLP
 from jackpot.models.registry import register
@@ -42,6 +50,7 @@ from jackpot.sparse.dst import UpdateSchedule, make_method
 from jackpot.sparse.execution import SparseExecution, choose_layers
 from jackpot.sparse.sparse_linear import SparseLinear
 from jackpot.train import build_optimizer
+from jackpot.train.loop import Stage, train_stage
 
 WIDTH, BATCH = 4096, 64
 
@@ -147,7 +156,67 @@ def update_share(density: float, rounds: int) -> dict:
     return out
 
 
-def main(quick: bool = False) -> dict:
+def half_channel_conv4(seed: int = 0):
+    """Conv-4 and masks: each conv keeps a random half of its output channels (and the inputs the
+    previous conv kept), 50% of the remaining weights; the classifier 50% unstructured."""
+    torch.manual_seed(seed)
+    model = create_model("conv-4", (3, 32, 32), 10)
+    g = torch.Generator().manual_seed(seed)
+    masks, prev = Masks(), None
+    for n in prunable_names(model):
+        p = dict(model.named_parameters())[n]
+        m = torch.rand(p.shape, generator=g) < 0.5
+        if p.dim() == 4:
+            kept = torch.zeros(p.shape[0], dtype=torch.bool)
+            kept[torch.randperm(p.shape[0], generator=g)[: p.shape[0] // 2]] = True
+            m &= kept.view(-1, 1, 1, 1)
+            if prev is not None:
+                m &= prev.view(1, -1, 1, 1)
+            prev = kept
+        masks[n] = m
+    masks.apply_to(model)
+    return model, masks
+
+
+def conv_channels(reps: int, steps: int = 60) -> dict:
+    """Acceptance 4: a channel-pruned Conv-4 trains (a whole stage) and exports faster than masked dense."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 10, (steps * BATCH,), generator=g)
+    x = torch.randn(10, 3, 32, 32, generator=g)[y] + torch.randn(len(y), 3, 32, 32, generator=g)
+    data = Dataset("synthetic-cifar", x, y, x[:256], y[:256], 10)
+    times, records = {"masked": [], "sparse": []}, {}
+    with tempfile.TemporaryDirectory() as d:
+        for rep in range(reps):
+            for mode in (("masked", "sparse") if rep % 2 == 0 else ("sparse", "masked")):
+                model, masks = half_channel_conv4()
+                train = TrainConfig(optimizer="sgd", lr=0.01, momentum=0.9, execution=mode)
+                t0 = time.perf_counter()
+                records[mode] = train_stage(Stage(dir=Path(d) / f"{mode}{rep}", model=model, dataset=data, train=train,
+                                                  batch_size=BATCH, order_seed=1, start=0, end=steps, masks=masks,
+                                                  callbacks=[make_method("static", UpdateSchedule())]))
+                times[mode].append(time.perf_counter() - t0)
+    ratios = [m / s for m, s in zip(times["masked"], times["sparse"])]
+    plan = records["sparse"]["execution"]
+    out = {"stage_seconds": {k: statistics.median(v) for k, v in times.items()}, "stage_ratio": statistics.median(ratios),
+           "step_ratio": records["masked"]["cost"]["step_seconds_median"] / records["sparse"]["cost"]["step_seconds_median"],
+           "channels": plan["channels"], "sparse": plan["sparse"], "masked": plan["masked"]}
+    model, masks = half_channel_conv4()
+    model.eval()
+    for batch in (64, 1):
+        exported = export_model(model, masks, batch, input_shape=(3, 32, 32))
+        xb = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            res = interleaved_ratio({"dense": lambda: model(xb), "exported": lambda: exported(xb)}, "exported",
+                                    rounds=7, reps=3 if batch == 64 else 20)
+        out[f"export_b{batch}"] = {"speedup": res["dense"]["ratio"], "iqr": res["dense"]["iqr"],
+                                   "formats": {r["name"]: r["format"] for r in summary(exported)}}
+    return out
+
+
+LONG = 1000  # --long: one 1000-step repetition at 99% (about 10 min)
+
+
+def main(quick: bool = False, long: bool = False) -> dict:
     setup_threads(1)
     results = {}
     with tempfile.TemporaryDirectory() as d:
@@ -162,6 +231,15 @@ def main(quick: bool = False) -> dict:
                                                 delta_t=steps // 2))
             res = end_to_end(cfg, 1 if quick else 2, tmp)
             results[f"mlp4096_rigl_{round(100 * (1 - density))}"] = res
+            if long and density == 0.01:  # the one-off work (~10 s, the same in both modes) amortised
+                cfg = replace(cfg, train=replace(cfg.train, duration=f"{LONG}it"),
+                              data=replace(cfg.data, dataset=f"npz:{synthetic_npz(tmp / 'long.npz', WIDTH, 64 * 100, 500)}"),
+                              sparse=replace(cfg.sparse, delta_t=100))
+                long_res = end_to_end(cfg, 1, tmp)
+                results["mlp4096_rigl_99_long"] = long_res
+                print(f"4096-MLP rigl 99%, {LONG} steps, delta_t 100: end-to-end masked/sparse "
+                      f"{long_res['wallclock_ratio']:.2f}x (step {long_res.get('step_ratio', float('nan')):.2f}x), "
+                      f"seconds {long_res['seconds']}, test acc {long_res['test_acc']}", flush=True)
             print(f"4096-MLP rigl {100 * (1 - density):.0f}%: end-to-end masked/sparse {res['wallclock_ratio']:.2f}x "
                   f"(step {res.get('step_ratio', float('nan')):.2f}x), test acc masked {res['test_acc']['masked']:.3f} "
                   f"sparse {res['test_acc']['sparse']:.3f}, bytes ratio {res.get('bytes_ratio', float('nan')):.3f} "
@@ -174,6 +252,11 @@ def main(quick: bool = False) -> dict:
                   f"{100 * res['sparse']['share_at_delta_t_100']:.2f}% (step {res['sparse']['step_seconds']:.3f}s), "
                   f"masked {100 * res['masked']['share_at_delta_t_100']:.2f}% "
                   f"(step {res['masked']['step_seconds']:.3f}s)", flush=True)
+        res = conv_channels(1 if quick else 3, 30 if quick else 60)
+        results["conv4_half_channels"] = res
+        print(f"Conv-4 half channels: stage masked/sparse {res['stage_ratio']:.2f}x (step {res['step_ratio']:.2f}x), "
+              f"channel-removed {res['channels']}; export B=64 {res['export_b64']['speedup']:.2f}x, "
+              f"B=1 {res['export_b1']['speedup']:.2f}x vs baked dense", flush=True)
         lenet_npz = synthetic_npz(tmp / "lenet.npz", 784, 6000, 1000)
         small_steps = "200it" if quick else "600it"
         for name, dataset, batch in (("lenet-300-100", f"npz:{lenet_npz}", 60), ("mnist1d-mlp", "mnist1d", 100)):
@@ -188,4 +271,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main("--quick" in sys.argv), indent=1, default=str))
+    print(json.dumps(main("--quick" in sys.argv, "--long" in sys.argv), indent=1, default=str))

@@ -5,6 +5,9 @@ import torch
 from jackpot.errors import JackpotError
 from jackpot.models import create_model
 from jackpot.sparse import Masks, keep_count, prunable_names, prune, scores_magnitude
+from jackpot.sparse import Sparsifier
+from jackpot.sparse import masks as masks_mod
+from jackpot.sparse.dst import UpdateSchedule, make_method
 from jackpot.sparse.masks import top_k
 
 
@@ -146,3 +149,53 @@ def test_top_k_given_the_allowed_count_selects_what_it_would_count(density, ties
         elif k > 0:
             expected[torch.topk(torch.where(allowed.flatten(), flat, float("-inf")), k, sorted=False).indices] = True
         assert torch.equal(got.flatten(), expected), k
+
+
+@pytest.mark.parametrize("case", ["distinct", "ties", "zero-mass", "minus-inf", "nan"])
+@pytest.mark.parametrize("k_frac", [0.0001, 0.015, 0.4, 0.7, 0.9999])
+def test_the_fast_index_selection_is_exactly_a_stable_full_sort(case, k_frac, monkeypatch):
+    """Large CPU inputs rank only the entries past a sampled threshold (or, for k above half, find
+    the lowest-ranked); the set must be that of a stable descending sort, ties by earliest index,
+    whatever the values: masses of equal values at the threshold (ReLU's zero gradients), -inf
+    (disallowed positions), NaN (ranked highest, as sort does)."""
+    n = masks_mod.FAST_SELECT_MIN * 2 + 7
+    g = torch.Generator().manual_seed(7)
+    v = torch.rand(n, generator=g)
+    if case == "ties":
+        v = v.round(decimals=2)
+    elif case == "zero-mass":
+        v[torch.rand(n, generator=g) < 0.95] = 0.0
+    elif case == "minus-inf":
+        v[torch.rand(n, generator=g) < 0.8] = float("-inf")
+    elif case == "nan":
+        v[torch.randint(n, (50,), generator=g)] = float("nan")
+    k = max(1, int(k_frac * n))
+    full_sorts = []
+    real = masks_mod._stable_best
+    monkeypatch.setattr(masks_mod, "_stable_best",
+                        lambda values, kk: full_sorts.append(values.numel()) or real(values, kk))
+    got = torch.zeros(n, dtype=torch.bool)
+    got[masks_mod._index_best(v, k)] = True
+    if case in ("distinct", "ties", "nan"):  # NaN takes the full sort; spread values never need it
+        assert (n in full_sorts) == (case == "nan")
+    expected = torch.zeros(n, dtype=torch.bool)
+    expected[torch.argsort(v, descending=True, stable=True)[:k]] = True
+    assert int(got.sum()) == k and torch.equal(got, expected)
+
+
+def test_dst_grows_the_earliest_positions_among_equal_scores():
+    """RigL with an all-zero dense gradient: every free position ties, so the grown ones are the
+    earliest free positions (by flat index) on any device and in either execution mode."""
+    lin = torch.nn.Linear(8, 4, bias=False)
+    mask = torch.zeros(4, 8, dtype=torch.bool)
+    mask.view(-1)[[3, 9, 10, 20, 21, 30]] = True
+    with torch.no_grad():
+        lin.weight.mul_(mask)
+        lin.weight.view(-1)[[3, 9, 10, 20, 21, 30]] = torch.tensor([0.6, 0.1, 0.5, 0.2, 0.4, 0.3])
+    lin.weight.grad = torch.zeros_like(lin.weight)
+    sp = Sparsifier(lin, Masks({"weight": mask}))
+    method = make_method("rigl", UpdateSchedule(delta_t=1, alpha=0.5, t_end=10, kind="constant"))
+    method.update(1, lin, sp)
+    # drop floor(0.5 * 6) = 3 smallest |w| (positions 9, 20, 30); grow 3 among the 29 not kept: all
+    # score 0, so the earliest: 0, 1, 2
+    assert sp.masks["weight"].view(-1).nonzero().flatten().tolist() == [0, 1, 2, 3, 10, 21]

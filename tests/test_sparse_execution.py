@@ -1,6 +1,7 @@
 """--execution sparse (issue 12): masked Linear layers train as SparseLinear where measured faster;
 DST methods update them in place with the same masks and weights as masked training."""
 import gc
+from dataclasses import replace
 import json
 import warnings
 
@@ -198,7 +199,7 @@ def test_a_killed_sparse_run_resumes_with_its_recorded_layer_choice_and_ends_ide
 
 def test_the_choice_is_measured_per_layer_at_the_batch_rows(monkeypatch):
     """A large, 1%-dense layer trains faster sparse; a tiny one stays masked dense; a convolution
-    stays masked with its reason; the rows are the batch's and the first layer needs no input grad."""
+    without a whole empty channel stays masked with its reason; the rows are the batch's and the first layer needs no input grad."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Unflatten(1, (1, 16)), nn.Conv1d(1, 2, 3, padding=1), nn.Flatten(),
                           nn.Linear(32, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 8),
@@ -212,7 +213,7 @@ def test_the_choice_is_measured_per_layer_at_the_batch_rows(monkeypatch):
     assert plan["5.weight"]["seconds"]["sparse"] < plan["5.weight"]["seconds"]["masked"]
     assert plan["9.weight"]["execution"] == "masked"
     assert plan["1.weight"] == {"execution": "masked", "density": pytest.approx(float(masks["1.weight"].float().mean())),
-                                "reason": "no sparse training kernel for Conv1d"}
+                                "reason": "unstructured conv mask (no whole empty channel): masked dense"}
     assert plan["3.weight"]["rows"] == plan["9.weight"]["rows"] == 32
 
 
@@ -257,3 +258,28 @@ def test_sparse_execution_refuses_fp16_and_torchrun_before_writing(tiny_npz, sto
         train_stage(Stage(dir=tmp_path / "s", model=model, dataset=tiny_data(), train=TrainConfig(execution="sparse"),
                           batch_size=10, order_seed=1, start=0, end=5, masks=masks))
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("kind", ["lottery", "pai"])
+def test_lottery_arms_and_pai_retraining_run_sparse_with_the_masked_weights(tiny_npz, tmp_path, monkeypatch, kind):
+    """Every training stage with masks reads --execution: lottery's levels and control arms, pai's
+    training after pruning; each stage's final weights equal the masked run's within 1e-5."""
+    forced(monkeypatch, sparse_from=100)  # lenet-300-100: fc2 and fc3 sparse
+
+    def cfg(execution):
+        base = RunConfig(kind=kind, data=DataConfig(dataset=f"npz:{tiny_npz}", batch_size=40),
+                         model=ModelConfig(model="lenet-300-100"), train=TrainConfig(duration="2ep", execution=execution))
+        if kind == "lottery":
+            return replace(base, lottery=replace(base.lottery, levels=2, controls="random"))
+        return replace(base, pai=replace(base.pai, score="magnitude", density=0.2))
+    runs = {mode: run(cfg(mode), root=tmp_path / mode, progress=lambda _: None).path for mode in ("masked", "sparse")}
+    finals = sorted(p.relative_to(runs["masked"]) for p in runs["masked"].rglob("final.pt"))
+    assert finals == sorted(p.relative_to(runs["sparse"]) for p in runs["sparse"].rglob("final.pt"))
+    assert len(finals) == (5 if kind == "lottery" else 1)  # level 0, levels 1-2 with a random arm; pai: one
+    ran_sparse = 0
+    for rel in finals:
+        a, b = (torch.load(runs[m] / rel, weights_only=True) for m in ("masked", "sparse"))
+        assert list(a) == list(b) and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5, rel
+        record = json.loads((runs["sparse"] / rel.parent / "done.json").read_text())
+        ran_sparse += record.get("execution", {}).get("sparse") == ["fc2.weight", "fc3.weight"]
+    assert ran_sparse >= (4 if kind == "lottery" else 1)  # every stage with masks (level 0 may have none)

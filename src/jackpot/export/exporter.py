@@ -4,8 +4,12 @@ Per masked Linear, candidates (dense, csr, rows, bsr4/bsr16 where they apply) ar
 random batch of the expected size, in interleaved rounds (random order each round), and the
 median time per call decides (sparse.timing: synchronized on CUDA). Inputs and masks take the
 weight's device and dtype; a form with no kernel there (CSR in bf16 on the CPU) is not a candidate.
-Convolutions are exported dense with the mask baked in: on this kind of CPU no stock sparse conv
-beats oneDNN below ~98% (docs/performance.md).
+A conv whose mask empties whole output or input channels (channel pruning, or channels found
+empty) is also tried as the smaller dense conv over the kept channels (`channels`,
+sparse.channel_conv), timed against the dense conv at the input it sees for the model's
+`input_shape` (from `arch`); other convolutions are exported dense with the mask baked in: on this
+kind of CPU no stock sparse conv beats oneDNN on unstructured masks below ~98%
+(docs/performance.md).
 """
 from __future__ import annotations
 
@@ -18,13 +22,13 @@ from torch import nn
 from ..errors import JackpotError
 from ..sparse.masks import Masks
 from .kernels import block_size, build_linear, rows_applicable
+from ..sparse.channel_conv import CONVS, ExportedChannelConv, kept_channels, removable
 from ..sparse.sparse_linear import SparseLinear
 from ..sparse.timing import time_interleaved
 
 log = logging.getLogger("jackpot.export")
 
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-FORMATS = ("dense", "csr", "rows", "bsr")
+FORMATS = ("dense", "csr", "rows", "bsr", "channels")
 
 
 def _candidates(weight: torch.Tensor, formats) -> list[str]:
@@ -76,13 +80,14 @@ def _layer_masks(model: nn.Module, masks: Masks) -> dict[str, dict[str, torch.Te
 
 def export_model(model: nn.Module, masks: Masks | dict | None, batch_size: int, *,
                  formats=FORMATS, measure: bool = True, threads: int = 1, rounds: int = 7,
-                 arch: dict | None = None) -> nn.Module:
+                 arch: dict | None = None, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """An inference copy of `model` (eval mode, no grads) with masks baked in and each masked
     Linear in its fastest measured form for `batch_size` inputs at `threads` threads (CPU threads:
     on a GPU the count does not apply).
 
     `formats` limits the sparse forms tried (dense is always the fallback). `arch` = {"name",
-    "input_shape", "num_classes"} of the jackpot.models model, kept for save_exported.
+    "input_shape", "num_classes"} of the jackpot.models model, kept for save_exported; its
+    input_shape (or `input_shape`) gives the inputs channel-removed convs are timed at.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise JackpotError(f"export batch size must be a positive int, got {batch_size!r}")
@@ -99,10 +104,13 @@ def export_model(model: nn.Module, masks: Masks | dict | None, batch_size: int, 
             masks[f"{name}.weight" if name else "weight"] = mod.mask
     if not masks:
         raise JackpotError("nothing to export: no masks given and the model has no SparseLinear layer")
+    input_shape = input_shape or (arch or {}).get("input_shape")
+    layer_masks = _layer_masks(out, masks)
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for name, leaf_masks in _layer_masks(out, masks).items():
+        conv_inputs = _conv_inputs(out, layer_masks, batch_size, input_shape) if measure else {}
+        for name, leaf_masks in layer_masks.items():
             mod = out.get_submodule(name) if name else out
             nnz = {leaf: int(m.sum()) for leaf, m in leaf_masks.items()}
             with torch.no_grad():  # bake: the zeros become real zeros, no W*mask per call
@@ -115,6 +123,14 @@ def export_model(model: nn.Module, masks: Masks | dict | None, batch_size: int, 
                 if name:
                     _set_module(out, name, new)
                 else:  # the model is a bare Linear
+                    out = new
+            elif (isinstance(mod, CONVS) and "weight" in leaf_masks and "channels" in formats
+                  and removable(mod, leaf_masks["weight"])):
+                new = _export_conv(mod, leaf_masks["weight"], conv_inputs.get(name), measure, rounds)
+                new.export_info["nnz"] = nnz["weight"]
+                if name:
+                    _set_module(out, name, new)
+                else:  # the model is a bare conv
                     out = new
             elif isinstance(mod, CONVS + (nn.Linear,)):  # convs; or only a bias was masked
                 note = _empty_channels(mod) if isinstance(mod, CONVS) else ""
@@ -132,9 +148,55 @@ def export_model(model: nn.Module, masks: Masks | dict | None, batch_size: int, 
     return out
 
 
+def _conv_inputs(model: nn.Module, layer_masks: dict, batch: int, input_shape) -> dict[str, tuple]:
+    """The input shape each masked conv sees in a forward of `batch` inputs of `input_shape`."""
+    if not input_shape:
+        return {}
+    seen, hooks = {}, []
+
+    def note(name, inputs) -> None:  # a pre-hook's return value would replace the inputs
+        seen.setdefault(name, tuple(inputs[0].shape))
+
+    for name in layer_masks:
+        mod = model.get_submodule(name) if name else model
+        if isinstance(mod, CONVS):
+            hooks.append(mod.register_forward_pre_hook(lambda m, inputs, n=name: note(n, inputs)))
+    try:
+        w = next(model.parameters())
+        with torch.no_grad():
+            model(torch.randn(batch, *input_shape).to(device=w.device, dtype=w.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _export_conv(conv: nn.Module, mask: torch.Tensor, input_shape, measure: bool, rounds: int) -> nn.Module:
+    """The baked dense conv or its channel-removed form, whichever ran faster at `input_shape`
+    (without a measurement: channels when it keeps at most half of the filters' channels)."""
+    small = ExportedChannelConv(conv, mask)
+    small.requires_grad_(False)
+    times = {}
+    if measure and input_shape:
+        x = torch.randn(input_shape).to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            times = time_interleaved({"dense": lambda: conv(x), "channels": lambda: small(x)},
+                                     rounds=rounds, device=conv.weight.device)
+        choice = min(times, key=times.get)
+    else:
+        out, inp = kept_channels(mask)
+        choice = "channels" if out.numel() * inp.numel() * 2 <= conv.out_channels * conv.in_channels else "dense"
+    new = small if choice == "channels" else conv
+    new.export_info = {"format": choice, "times": times, "note": _empty_channels(conv)}
+    return new
+
+
 def _empty_channels(conv: nn.Module) -> str:
-    empty = int(conv.weight.flatten(1).ne(0).any(1).logical_not().sum())
-    return f"{empty} of {conv.out_channels} output channels empty" if empty else ""
+    out, inp = kept_channels(conv.weight.ne(0))
+    parts = [f"{total - kept.numel()} of {total} {what} channels empty"
+             for kept, total, what in ((out, conv.out_channels, "output"), (inp, conv.in_channels, "input"))
+             if kept.numel() < total]
+    return ", ".join(parts) if parts else "unstructured mask: no whole empty channel, dense"
 
 
 def _export_linear(lin: nn.Linear, batch: int, formats, measure: bool, rounds: int) -> nn.Module:
@@ -174,7 +236,7 @@ def _runs(module: nn.Module, x: torch.Tensor) -> bool:
 
 def _tensor_bytes(module: nn.Module) -> int:
     seen, total = set(), 0
-    for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+    for t in list(module.parameters()) + list(module.buffers()):  # a channel conv holds a smaller conv
         if t is not None and id(t) not in seen:
             seen.add(id(t))
             total += t.numel() * t.element_size()

@@ -17,7 +17,8 @@ from torch import nn
 from ..errors import JackpotError
 from ..models import create_model
 from ..store import atomic_torch_save, safe_torch_load
-from .exporter import CONVS, _set_module
+from ..sparse.channel_conv import CONVS, ExportedChannelConv
+from .exporter import _set_module
 from .kernels import build_linear, csr_parts, csr_to_dense, linear_weight
 
 KIND = "jackpot-export"
@@ -25,6 +26,8 @@ VERSION = 1
 
 
 def _weight(mod: nn.Module) -> torch.Tensor:
+    if isinstance(mod, ExportedChannelConv):
+        return mod.dense_weight()
     return mod.weight.detach() if isinstance(mod, CONVS) else linear_weight(mod)
 
 
@@ -37,7 +40,7 @@ def save_exported(module: nn.Module, path: str | Path, arch: dict | None = None)
     layers, prefixes = {}, []
     for name, mod in module.named_modules():
         info = getattr(mod, "export_info", None)
-        if info is None or not (isinstance(mod, CONVS) or hasattr(mod, "in_features")):
+        if info is None or not (isinstance(mod, CONVS + (ExportedChannelConv,)) or hasattr(mod, "in_features")):
             continue  # unsupported layers go to the dense state dict below
         w = _weight(mod)
         crow, col, values = csr_parts(w.reshape(w.shape[0], -1))
@@ -90,6 +93,9 @@ def _rebuild(data: dict, path) -> nn.Module:
                 if spec["bias"] is not None:
                     mod.bias.copy_(spec["bias"])
             new = mod
+            if spec["format"] == "channels":
+                new = ExportedChannelConv(mod, w.ne(0)).requires_grad_(False)
+                _set_module(model, name, new)
         else:
             new = build_linear(spec["format"], w, spec["bias"])
             _set_module(model, name, new)

@@ -19,7 +19,9 @@ Updates happen at steps t > 0 with t % delta_t == 0 and t < t_end (Algorithm 1 o
 The optimizer step still runs on update steps unless skip_step=True (RigL's TensorFlow code skips
 it; SET's applies the gradients first) — a documented choice, selectable per run.
 
-Grow scores are ranked as float32 (masks.top_k) whatever the weights' dtype, never cast to it: in
+Among equal scores the earliest index wins, for drop and grow alike (masks.top_k's "index" rule:
+the same masks on a CPU and a GPU, masked or sparse execution). Grow scores are ranked as
+float32 (masks.top_k) whatever the weights' dtype, never cast to it: in
 bf16, distinct scores would tie and change which weights grow (SNFS's statistic is float32 too). On a GPU an update reads counts back to the host once for
 all layers (stacked), not per layer; the per-step statistic is one foreach pair for all layers.
 """
@@ -193,7 +195,7 @@ class DropGrow:
         n_drop = self.drop_counts(layers, fraction)
         # the counts top_k keeps and may grow into, known here: top_k need not read them back
         n_kept = {l.name: min(l.active, max(0, l.active - n_drop[l.name])) for l in layers}
-        kept = {l.name: top_k(self.drop_score(l), n_kept[l.name], l.mask, ties="topk", n_allowed=l.active)
+        kept = {l.name: top_k(self.drop_score(l), n_kept[l.name], l.mask, ties="index", n_allowed=l.active)
                 for l in layers}
         n_grow = self.grow_counts(layers, n_drop)
         new = Masks()
@@ -201,7 +203,7 @@ class DropGrow:
         for l in layers:
             candidates = ~kept[l.name]
             # the score's own dtype (float32 for bf16 weights' scores): top_k compares as float32
-            grow = top_k(self.grow_score(l), n_grow[l.name], candidates, ties="topk",
+            grow = top_k(self.grow_score(l), n_grow[l.name], candidates, ties="index",
                          n_allowed=l.mask.numel() - n_kept[l.name])
             new[l.name] = kept[l.name] | grow
             grown_new[l.name] = grow & ~l.mask

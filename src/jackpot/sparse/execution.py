@@ -38,6 +38,7 @@ from ..flops import TrainingFlopsMeter
 from .dst import DropGrow, Static
 from .gmp import GradualMagnitude
 from .masks import Masks
+from . import channel_conv
 from .sparse_linear import SparseLinear
 from .sparsifier import Sparsifier
 from .timing import seconds_per_call, time_interleaved
@@ -75,7 +76,39 @@ def measure_layer(linear: nn.Linear, mask: torch.Tensor, rows: int, input_grad: 
         optimizer.step()
 
     opt_dense, opt_sparse = make_optimizer(list(dense.parameters())), make_optimizer(list(sparse.parameters()))
-    fns = {"masked": lambda: step(dense, opt_dense, True), "sparse": lambda: step(sparse, opt_sparse, False)}
+    return _time_forms({"masked": lambda: step(dense, opt_dense, True),
+                        "sparse": lambda: step(sparse, opt_sparse, False)}, dev, rounds)
+
+
+def measure_conv(conv: nn.Module, mask: torch.Tensor, input_shape: tuple[int, ...], input_grad: bool,
+                 make_optimizer, rounds: int = 5) -> dict[str, float]:
+    """Median seconds of one training step of `conv` with `mask` on inputs of `input_shape`, as
+    masked dense and with its empty channels removed (sparse.channel_conv), as measure_layer."""
+    dev, dtype = conv.weight.device, conv.weight.dtype
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(input_shape, generator=gen).to(dev, dtype).requires_grad_(input_grad)
+    mask = mask.to(dev)
+    float_mask = mask.to(dtype)
+    layers = {}
+    for form in ("masked", "channels"):
+        layer = copy.deepcopy(conv).requires_grad_(True)
+        with torch.no_grad():
+            layer.weight.mul_(float_mask)
+        layers[form] = channel_conv.enable(layer, mask) if form == "channels" else channel_conv.disable(layer)
+    grad_out = torch.randn(layers["masked"](x).shape, generator=gen).to(dev, dtype)
+
+    def step(layer, optimizer):
+        optimizer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).backward(grad_out)
+        layer.weight.grad.mul_(float_mask)
+        optimizer.step()
+
+    opts = {form: make_optimizer(list(layer.parameters())) for form, layer in layers.items()}
+    return _time_forms({form: (lambda f=form: step(layers[f], opts[f])) for form in layers}, dev, rounds)
+
+
+def _time_forms(fns: dict, dev, rounds: int) -> dict[str, float]:
     for fn in fns.values():
         fn()  # warm-up
     first = {k: seconds_per_call(fn, 1, dev) for k, fn in fns.items()}
@@ -86,20 +119,24 @@ def measure_layer(linear: nn.Linear, mask: torch.Tensor, rows: int, input_grad: 
 
 def choose_layers(model: nn.Module, masks: Masks, example: torch.Tensor, make_optimizer,
                   rounds: int = 5) -> dict[str, dict]:
-    """Per masked weight: {"execution": "sparse" or "masked", "density", and either the measured
-    "seconds" of both forms with the "rows" they were timed at, or the "reason" it stays masked}."""
+    """Per masked weight: {"execution": "sparse" (a Linear as SparseLinear), "channels" (a conv with
+    its empty channels removed) or "masked", "density", and either the measured "seconds" of both
+    forms with the "rows" (Linear) or "input_shape" (conv) they were timed at, or the "reason" it
+    stays masked}."""
     masks.check_against(model)
     modules = dict(model.named_modules())
-    seen: dict[str, tuple[int, bool]] = {}
+    seen: dict[str, tuple[int | tuple[int, ...], bool]] = {}
 
     def note(name, module, inputs):
-        seen.setdefault(name, (inputs[0].reshape(-1, module.in_features).shape[0], inputs[0].requires_grad))
+        size = inputs[0].reshape(-1, module.in_features).shape[0] if isinstance(module, nn.Linear) \
+            else tuple(inputs[0].shape)
+        seen.setdefault(name, (size, inputs[0].requires_grad))
 
     hooks = []
     for name in masks:
         mod_name, _, leaf = name.rpartition(".")
         mod = modules.get(mod_name)
-        if leaf == "weight" and mod_name and isinstance(mod, nn.Linear):
+        if leaf == "weight" and mod_name and isinstance(mod, (nn.Linear,) + channel_conv.CONVS):
             hooks.append(mod.register_forward_pre_hook(lambda m, inputs, n=name: note(n, m, inputs)))
     training = model.training
     try:  # one forward of a batch: the rows each layer sees, and whether its input needs a gradient
@@ -117,7 +154,9 @@ def choose_layers(model: nn.Module, masks: Masks, example: torch.Tensor, make_op
             continue  # biases follow their layer
         mod = modules[mod_name]
         entry = {"execution": "masked", "density": int(torch.count_nonzero(m)) / m.numel()}
-        if not isinstance(mod, nn.Linear):
+        if isinstance(mod, channel_conv.CONVS):
+            entry.update(_conv_entry(mod, mod_name, m, seen.get(name), make_optimizer, rounds, timed))
+        elif not isinstance(mod, nn.Linear):
             entry["reason"] = f"no sparse training kernel for {type(mod).__name__}"
         elif not mod_name:
             entry["reason"] = "the model itself is the layer"
@@ -133,6 +172,25 @@ def choose_layers(model: nn.Module, masks: Masks, example: torch.Tensor, make_op
                          execution="sparse" if seconds["sparse"] < seconds["masked"] else "masked")
         plan[name] = entry
     return plan
+
+
+def _conv_entry(conv, mod_name, mask, seen, make_optimizer, rounds, timed) -> dict:
+    if conv.groups != 1:
+        return {"reason": "grouped conv: masked dense"}
+    if not channel_conv.removable(conv, mask):
+        return {"reason": "unstructured conv mask (no whole empty channel): masked dense"}
+    if not mod_name or seen is None:
+        return {"reason": "the model itself is the layer" if not mod_name else "not reached by a forward"}
+    input_shape, input_grad = seen
+    out, inp = channel_conv.kept_channels(mask)
+    key = ("conv", tuple(mask.shape), tuple(out.tolist()), tuple(inp.tolist()), conv.bias is not None,
+           conv.stride, conv.padding, conv.dilation, input_shape, input_grad)
+    if key not in timed:
+        timed[key] = measure_conv(conv, mask, input_shape, input_grad, make_optimizer, rounds)
+    seconds = timed[key]
+    return {"input_shape": list(input_shape), "seconds": seconds,
+            "channels": {"out": [out.numel(), conv.out_channels], "in": [inp.numel(), conv.in_channels]},
+            "execution": "channels" if seconds["channels"] < seconds["masked"] else "masked"}
 
 
 class _DenseView:
@@ -164,7 +222,14 @@ class SparseExecution:
         self._order = list(masks)
         self._masks = Masks({n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()})
         self._layers: dict[str, SparseLinear] = {}
+        self._channels: dict[str, nn.Module] = {}  # convs computing only their kept channels
         for name, entry in self.plan.items():
+            if entry.get("execution") == "channels":
+                conv = model.get_submodule(name.rpartition(".")[0]) if name in masks else None
+                if not isinstance(conv, channel_conv.CONVS) or not name.endswith(".weight"):
+                    raise JackpotError(f"sparse execution plan names {name!r}, which is no masked conv weight")
+                self._channels[name] = channel_conv.enable(conv, self._masks[name])
+                continue
             if entry.get("execution") != "sparse":
                 continue
             mod_name = name.rpartition(".")[0]
@@ -199,12 +264,13 @@ class SparseExecution:
                                    f"{tuple(self._masks[n].shape)}")
         if self._inner is not None:
             self._inner.set_masks(Masks({n: m for n, m in new.items() if n not in self._layers}))
+        for n, conv in self._channels.items():
+            conv.set_channel_mask(new[n])
         old, self._masks = self._masks, new
         for n in self._layers:
             if self._view is not None:  # rebuilt when the method is done (it may still write weights)
+                # the view's dropped positions are left as they are: a rebuild reads only the new ones
                 self._pending.setdefault(n, old[n])
-                with torch.no_grad():
-                    self._view[n].mul_(new[n])
             elif not torch.equal(old[n], new[n]):
                 self._rebuild(n)
 
@@ -245,7 +311,7 @@ class SparseExecution:
         layer, mask = self._layers[name], self._masks[name]
         old_count = layer.values.numel()
         src, dst = layer.update_mask(mask)
-        flat = layer.rows() * layer.in_features + layer.col.long()  # the new positions, CSR order
+        flat = layer.flat_positions()  # the new positions, CSR order
         if dense_weight is not None:
             layer.values.copy_(dense_weight.reshape(-1)[flat])  # a gather: 6x faster than w[mask]
         if layer.dense_grad is not None:
@@ -265,7 +331,7 @@ class SparseExecution:
         if positions is None:
             return
         layer = self._layers[name]
-        at = positions.to(self._masks[name].device).reshape(-1)[layer.rows() * layer.in_features + layer.col.long()]
+        at = positions.to(self._masks[name].device).reshape(-1)[layer.flat_positions()]
         for opt in self._optimizers:
             for value in opt.state.get(layer.values, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == at.shape:
@@ -297,6 +363,8 @@ class SparseExecution:
             layer.capture_dense_grad = bool(self._wanting)
             if not self._wanting:
                 layer.dense_grad = None
+        for conv in self._channels.values():  # the dense gradient of removed channels needs the whole conv
+            conv.whole = bool(self._wanting)
 
     def wrap(self, callback):
         """The training-loop callback as it runs on the sparse layers (see the module docstring)."""
@@ -311,6 +379,8 @@ class SparseExecution:
         for name in self._layers:
             mod_name = name.rpartition(".")[0]
             _set_module(out, mod_name, out.get_submodule(mod_name).to_dense())
+        for name in self._channels:
+            channel_conv.disable(out.get_submodule(name.rpartition(".")[0]))
         return out
 
     def dense_state_dict(self) -> dict[str, torch.Tensor]:
@@ -337,12 +407,16 @@ class SparseExecution:
             dense.train(layer.training)
             _set_module(self.model, name.rpartition(".")[0], dense)
         self._layers = {}
+        for conv in self._channels.values():
+            channel_conv.disable(conv)
+        self._channels = {}
 
     def record(self) -> dict:
         """Kept in the stage's done.json: which masked layers ran sparse, which masked dense."""
         return {"mode": "sparse", "layers": self.plan,
                 "sparse": [n for n, e in self.plan.items() if e.get("execution") == "sparse"],
-                "masked": [n for n, e in self.plan.items() if e.get("execution") != "sparse"]}
+                "channels": [n for n, e in self.plan.items() if e.get("execution") == "channels"],
+                "masked": [n for n, e in self.plan.items() if e.get("execution") not in ("sparse", "channels")]}
 
 
 class _OnSparseLayers:

@@ -116,19 +116,24 @@ class SparseLinear(nn.Module):
             layer.bias.data.copy_(linear.bias.detach())
         return layer
 
-    def _set_structure(self, mask: torch.Tensor, values: torch.Tensor) -> None:
-        """Index buffers of the CSR structure of `mask` and of its transpose (for dL/dx), all on
-        the device of `self.values` (the weight's), as are the new values."""
+    def _set_structure(self, mask: torch.Tensor, values: torch.Tensor, flat: torch.Tensor | None = None) -> None:
+        """Index buffers of the CSR structure of `mask` (or of its sorted flat positions `flat`,
+        when the caller has them) and of its transpose (for dL/dx), all on the device of
+        `self.values` (the weight's), as are the new values."""
         dev = self.values.device
-        mask = mask.to(device=dev, dtype=torch.bool)
-        rows, cols = mask.nonzero(as_tuple=True)  # row-major, i.e. CSR order
         out, inp = self.shape
+        if flat is None:
+            flat = mask.to(device=dev, dtype=torch.bool).flatten().nonzero().squeeze(1)
+        rows, cols = flat.to(dev).div(inp, rounding_mode="floor"), flat.to(dev).remainder(inp)  # CSR order
+        i32 = torch.int32  # MKL's CSR kernels are faster with 32-bit indices
+        cols32 = cols.to(i32)
         # crow[r] = number of entries in rows < r (searchsorted, not bincount: that syncs on CUDA)
         crow = torch.searchsorted(rows, torch.arange(out + 1, device=dev))
-        perm_t = torch.argsort(cols * out + rows)  # CSR order of W^T (sorted by column, then row)
+        # CSR order of W^T (by column, then row): rows are sorted already, so a stable sort by
+        # column alone (of int32 keys: 3x faster than of a combined int64 key)
+        perm_t = torch.argsort(cols32, stable=True)
         crow_t = torch.searchsorted(cols[perm_t], torch.arange(inp + 1, device=dev))
-        i32 = torch.int32  # MKL's CSR kernels are faster with 32-bit indices
-        for name, t in (("crow", crow.to(i32)), ("col", cols.to(i32)), ("crow_t", crow_t.to(i32)),
+        for name, t in (("crow", crow.to(i32)), ("col", cols32), ("crow_t", crow_t.to(i32)),
                         ("col_t", rows[perm_t].to(i32)), ("perm_t", perm_t)):
             self.register_buffer(name, t)
         new = values.detach().clone().to(device=dev, dtype=self.values.dtype)
@@ -177,15 +182,20 @@ class SparseLinear(nn.Module):
                 lin.bias.copy_(self.bias)
         return lin
 
+    def flat_positions(self) -> torch.Tensor:
+        """The active positions as flat (row-major) indices of the dense weight, in values' order."""
+        return self.rows() * self.in_features + self.col.long()
+
     def update_mask(self, new_mask: torch.Tensor, init: str = "zero") -> tuple[torch.Tensor, torch.Tensor]:
         """Rebuild the structure for `new_mask`. Returns (src, dst): new_values[dst] = old_values[src]
-        for the kept weights, so callers can carry optimizer state across."""
+        for the kept weights, so callers can carry optimizer state across (the new positions are
+        `flat_positions()`)."""
         if init != "zero":
             raise JackpotError(f"update_mask: unknown init {init!r} (supported: zero)")
         new_mask = new_mask.to(device=self.values.device, dtype=torch.bool)
         if tuple(new_mask.shape) != self.shape:
             raise JackpotError(f"mask shape {tuple(new_mask.shape)} != weight shape {self.shape}")
-        old_flat = self.rows() * self.in_features + self.col.long()  # sorted (row-major)
+        old_flat = self.flat_positions()  # sorted (row-major)
         new_flat = new_mask.flatten().nonzero().flatten()
         if new_flat.numel():
             pos = torch.searchsorted(new_flat, old_flat).clamp(max=new_flat.numel() - 1)
@@ -195,7 +205,7 @@ class SparseLinear(nn.Module):
         dst = pos[src]
         values = self.values.new_zeros(new_flat.numel())
         values[dst] = self.values.detach()[src]
-        self._set_structure(new_mask, values)
+        self._set_structure(new_mask, values, flat=new_flat)
         return src, dst
 
     def forward(self, x):
