@@ -2,17 +2,20 @@
 smaller dense conv over the rest, in training (--execution sparse) and in export, with the
 masked conv's outputs and gradients; unstructured conv masks stay masked dense and say so."""
 import copy
+import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jackpot.cli import main
 from jackpot.config import TrainConfig
 from jackpot.data.dataset import Dataset
 from jackpot.export import export_model, load_exported, save_exported, summary
-from jackpot.models import registry
-from jackpot.sparse import Masks, channel_conv, execution
+from jackpot.models import create_model, registry
+from jackpot.sparse import Masks, channel_conv, execution, keep_count
 from jackpot.sparse.dst import UpdateSchedule, make_method
 from jackpot.sparse.execution import choose_layers
 from jackpot.train.loop import Stage, train_stage
@@ -126,7 +129,7 @@ def _forced_channels(monkeypatch):
     monkeypatch.setattr(execution, "measure_layer", lambda *a, **k: {"masked": 1.0, "sparse": 2.0})
 
 
-@pytest.mark.parametrize("method", ["rigl", "set", "static"])
+@pytest.mark.parametrize("method", ["rigl", "set", "snfs", "dsr", "static"])
 def test_masked_and_channel_removed_training_make_the_same_updates_and_weights(tmp_path, monkeypatch, method):
     _forced_channels(monkeypatch)
     runs = {}
@@ -207,3 +210,56 @@ def test_export_removes_empty_channels_and_the_file_round_trips(tmp_path, monkey
     assert isinstance(plain.features[2], nn.Conv2d)  # channels not asked for: baked dense
     with torch.no_grad():
         assert torch.allclose(F.softmax(plain(x), 1), F.softmax(expected, 1), atol=1e-5)
+
+
+def _image_npz(path):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (120,), generator=g)
+    x = torch.randn(4, 3, 8, 8, generator=g)[y] + 0.5 * torch.randn(120, 3, 8, 8, generator=g)
+    np.savez(path, x_train=x[:96].numpy(), y_train=y[:96].numpy(), x_test=x[96:].numpy(), y_test=y[96:].numpy())
+    return path
+
+
+def test_pai_channel_structure_keeps_whole_channels_and_sparse_execution_removes_them(tmp_path, store, monkeypatch,
+                                                                                    capsys):
+    """`jackpot pai --structure channel`: each conv keeps round(density x channels) whole output
+    channels by summed score, linear layers their exact unstructured count; `--execution sparse`
+    runs those convs channel-removed, with the masked run's weights; export removes them too."""
+    _forced_channels(monkeypatch)
+    npz = _image_npz(tmp_path / "img.npz")
+    args = ["pai", "--dataset", f"npz:{npz}", "--model", "conv-2", "--score", "magnitude", "--budget", "uniform",
+            "--density", "0.5", "--structure", "channel", "--duration", "2ep", "--batch-size", "32"]
+    paths = {}
+    for mode in ("masked", "sparse"):
+        assert main(args + ["--execution", mode]) == 0
+        paths[mode] = max(store.rglob("summary.json"), key=lambda p: p.stat().st_mtime).parent
+    assert paths["masked"] != paths["sparse"]
+    run = paths["sparse"]
+    masks = Masks.load(run / "mask.pt")
+    for name in ("features.0.weight", "features.2.weight"):
+        per_channel = masks[name].flatten(1)
+        assert (per_channel.all(1) | ~per_channel.any(1)).all()  # every channel all kept or all pruned
+        assert int(per_channel.all(1).sum()) == 32  # round(0.5 * 64)
+    for name in ("classifier.0.weight", "classifier.2.weight", "classifier.4.weight"):
+        assert int(masks[name].sum()) == keep_count(0.5, masks[name].numel())
+    init = torch.load(run / "init.pt", weights_only=True)
+    scores = init["features.2.weight"].abs().double().flatten(1).sum(1)  # magnitude: the channels of largest L1
+    assert set(masks["features.2.weight"].flatten(1).all(1).nonzero().flatten().tolist()) == set(
+        scores.argsort(descending=True)[:32].tolist())
+    done = json.loads((run / "train/done.json").read_text())
+    assert done["execution"]["channels"] == ["features.0.weight", "features.2.weight"]
+    a, b = (torch.load(paths[m] / "train/final.pt", weights_only=True) for m in ("masked", "sparse"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    budget = json.loads((run / "budget.json").read_text())
+    assert {r["name"]: r["kept"] for r in budget["layers"]}["features.2.weight"] == 32 * 64 * 9
+    model = create_model("conv-2", (3, 8, 8), 4)
+    model.load_state_dict(b)
+    exported = export_model(model, masks, 4, measure=False)
+    assert {r["name"]: r["format"] for r in summary(exported)}["features.2"] == "channels"
+
+    capsys.readouterr()
+    before = sorted(store.rglob("*"))
+    assert main(args[:-8] + ["--budget", "global", "--density", "0.5", "--structure", "channel"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--structure channel needs a per-layer budget" in err[0]
+    assert sorted(store.rglob("*")) == before  # refused before anything was written

@@ -163,6 +163,9 @@ class PaiConfig:
     layer_densities: str = option("", "custom budget: name=density,name=density")
     min_layer_density: float = option(0.0, "raise every layer to at least this density")
     allow_collapse: bool = option(False, "allow a layer to be pruned to zero weights")
+    structure: str = option("unstructured", "unstructured: any weights; channel: each conv keeps whole output "
+                            "channels (the budget's count rounded to channels, ranked by summed scores), "
+                            "other layers stay unstructured", choices=("unstructured", "channel"))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@
 together (SNIP, GraSP, SynFlow as published), any other budget (uniform, erk, smart-ratio, ...)
 fixes each layer's count and the score chooses positions inside it. A random ticket is
 `--score random --budget smart-ratio` (Su et al. 2020). `--rounds n` re-scores n times on the
-way down (iterative SynFlow uses 100), global budget only.
+way down (iterative SynFlow uses 100), global budget only. `--structure channel` (a per-layer
+budget) keeps whole output channels of each conv, ranked by their summed scores (channel pruning
+at initialisation: `--execution sparse` and export then run those convs as smaller dense convs).
 
 Run directory: init.pt, mask.pt, budget.json (target vs achieved density per layer), train/,
 summary.json.
@@ -21,7 +23,7 @@ from ..data.corrupt import check_corruption
 from ..errors import JackpotError
 from ..sparse import Masks
 from ..sparse.distributions import BUDGETS, budget_report, check_collapse, counts_from_densities
-from ..sparse.pruning import keep_top
+from ..sparse.pruning import keep_top, keep_top_channels
 from ..sparse.scores import SCORES, compute_scores, init_scales, iterative_prune
 from ..store import Run, atomic_write_json, safe_torch_load
 from ..train import train_stage
@@ -113,7 +115,9 @@ def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
     else:
         counts = counts_from_densities(densities, {n: m.shape for n, m in full.items()})
         scores = compute_scores(p.score, model, full, batches, device=ctx.device, **opts)
-        masks = keep_top(scores, full, counts)
+        masks = (keep_top_channels if p.structure == "channel" else keep_top)(scores, full, counts)
+        if p.structure == "channel":  # whole channels round each conv's count: report what was kept
+            densities = {n: int(torch.count_nonzero(m)) / m.numel() for n, m in masks.items()}
     check_collapse(masks.layer_counts(), allow=p.allow_collapse)
     return masks, budget_report(model, names, densities, target=p.density)
 
@@ -138,7 +142,7 @@ def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=Non
             atomic_write_json(ctx.run.stage("budget.json"), report)
             masks.save(mask_path)
         p = cfg.pai
-        label = ctx.label(f"{p.score}{' (inverted)' if p.invert else ''} / {p.budget} "
+        label = ctx.label(f"{p.score}{' (inverted)' if p.invert else ''} / {p.budget}{_structure(cfg)} "
                           f"{100 * masks.density():.1f}% weights")
         t0 = time.perf_counter()
         record = train_stage(ctx.stage("train", model, masks, 0, total, label))
@@ -153,7 +157,11 @@ def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=Non
 def label(cfg: RunConfig) -> str:
     """`snip/global`, `snip inverted/erk`: the score (inverted or not) and the budget."""
     p = cfg.pai
-    return f"{p.score}{' inverted' if p.invert else ''}/{p.budget}"
+    return f"{p.score}{' inverted' if p.invert else ''}/{p.budget}{_structure(cfg)}"
+
+
+def _structure(cfg: RunConfig) -> str:
+    return " channels" if cfg.pai.structure == "channel" else ""
 
 
 def _branch_source(ctx: RunContext, level: int, retrain: str = "", arm: str = "ticket") -> Source:
@@ -185,6 +193,11 @@ def _validate(cfg: RunConfig) -> None:
         raise JackpotError("--rounds and --score-batches must be at least 1")
     if not 0.0 <= p.min_layer_density <= 1.0:
         raise JackpotError(f"--min-layer-density must be in [0, 1], got {p.min_layer_density}")
+    if p.structure not in ("unstructured", "channel"):
+        raise JackpotError(f"unknown --structure {p.structure!r}; choose unstructured or channel")
+    if p.structure == "channel" and p.budget == "global":
+        raise JackpotError("--structure channel needs a per-layer budget (uniform, erk, ...): a global "
+                           "ranking would compare channels of different sizes")
     check_corruption(cfg.data.corrupt, cfg.data.corrupt_fraction)
 
 
@@ -207,5 +220,5 @@ PROCEDURE = register(Procedure(
     mask_path=lambda run, level=None: run.stage("mask.pt"),
     trained_stage=lambda run, level=None, arm="": run.stage("train"),
     label=label, levels=False, target_density=lambda cfg: cfg.pai.density,
-    family=lambda cfg: f"{cfg.pai.score}/{cfg.pai.budget}",
+    family=lambda cfg: f"{cfg.pai.score}/{cfg.pai.budget}{_structure(cfg)}",
     branch_source=_branch_source, inverted_mask=_inverted_mask))

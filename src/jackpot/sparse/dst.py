@@ -81,6 +81,9 @@ class Layer:
     stat: torch.Tensor | None  # method-specific running statistic (SNFS: EMA of dense gradient)
     generator: torch.Generator
     active: int | None = None  # int(mask.sum()); update() reads every layer's in one host sync
+    # the active positions (flat, ascending) when the caller holds them (sparse execution's
+    # layers do): the drop then reads only the active weights, not a dense pass over the mask
+    active_index: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.active is None:
@@ -189,14 +192,14 @@ class DropGrow:
                 g = params[n].grad
                 grad = g + self.grad_sum[n].to(g.device) if n in self.grad_sum else g
             g = torch.Generator().manual_seed(derive_seed(self.seed, "dst", step, i))
-            layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g, active[i]))
+            layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g, active[i],
+                                getattr(params[n], "active_index", None)))
         self.grad_sum = {}
         fraction = self.schedule.drop_fraction(step)
         n_drop = self.drop_counts(layers, fraction)
         # the counts top_k keeps and may grow into, known here: top_k need not read them back
         n_kept = {l.name: min(l.active, max(0, l.active - n_drop[l.name])) for l in layers}
-        kept = {l.name: top_k(self.drop_score(l), n_kept[l.name], l.mask, ties="index", n_allowed=l.active)
-                for l in layers}
+        kept = {l.name: self._keep(l, n_kept[l.name]) for l in layers}
         n_grow = self.grow_counts(layers, n_drop)
         new = Masks()
         grown_new = {}
@@ -229,6 +232,18 @@ class DropGrow:
                   / max(1, sum(m.numel() for m in self.ever_active.values()))}
         self.history.append(record)
         return record
+
+    def _keep(self, layer: Layer, k: int) -> torch.Tensor:
+        """The k highest drop scores among the active weights (earliest index among ties), as a mask."""
+        if layer.active_index is None or type(self).drop_score is not DropGrow.drop_score:
+            return top_k(self.drop_score(layer), k, layer.mask, ties="index", n_allowed=layer.active)
+        if k >= layer.active:
+            return layer.mask.clone()
+        # |w| of the active weights only, in ascending position: the set top_k picks from the mask
+        best = top_k(layer.weight.flatten()[layer.active_index].abs(), k, ties="index")
+        keep = torch.zeros(layer.mask.numel(), dtype=torch.bool, device=layer.mask.device)
+        keep[layer.active_index[best]] = True
+        return keep.view(layer.mask.shape)
 
     def _grow_values(self, layer: Layer, k: int) -> torch.Tensor:
         if self.grow_init == "init" and self.weight_init != "default" and layer.weight.dim() > 1:

@@ -24,6 +24,11 @@ with the same weights within float tolerance. Between those steps nothing dense 
 is kept but its bool mask. Costs: RigL one dense product per update (and per accumulated batch);
 SNFS reads the dense gradient at every step, so it pays a dense product (and a materialised
 weight) every step and keeps its dense statistic.
+
+Convolutions whose masks empty whole channels run as the smaller dense conv over the kept ones
+(sparse.channel_conv, chosen by the same measurement against masked dense); they keep their dense
+weight, so masks, optimizer state and mask methods treat them as masked layers, and a step that
+reads dense gradients (RigL's updates; SNFS's every step) runs them whole.
 """
 from __future__ import annotations
 
@@ -344,6 +349,7 @@ class SparseExecution:
         self._view = {n: nn.Parameter(layer.dense_weight()) for n, layer in self._layers.items()}
         for n, p in self._view.items():
             p.grad = self._layers[n].dense_grad
+            p.active_index = self._layers[n].flat_positions()  # DST drops among these (dst.Layer)
         try:
             yield _DenseView(self.model, self._view)
             for n, before in self._pending.items():

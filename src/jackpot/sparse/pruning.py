@@ -50,6 +50,24 @@ def keep_top(scores: dict[str, torch.Tensor], masks: Masks, layer_k: dict[str, i
     return keep_top_groups(scores, masks, groups)
 
 
+def keep_top_channels(scores: dict[str, torch.Tensor], masks: Masks, layer_k: dict[str, int]) -> Masks:
+    """Like keep_top with one count per layer, but a conv weight (out, in, *kernel) keeps whole
+    output channels: layer_k[n] rounded to channels (nearest, halves up, as keep_count), the
+    channels of highest summed score (float64 sums; earliest channel among ties). Other layers keep
+    their layer_k[n] best weights."""
+    out = Masks()
+    for n, k in layer_k.items():
+        m = masks[n]
+        if m.dim() < 3:
+            out.update(keep_top_groups(scores, Masks({n: m}), [([n], k)]))
+            continue
+        channels = m.shape[0]
+        per_channel = scores[n].detach().double().cpu().masked_fill(~m.cpu(), 0.0).flatten(1).sum(1)
+        kept = top_k(per_channel, keep_count(k / m.numel(), channels))
+        out[n] = kept.view(-1, *[1] * (m.dim() - 1)).expand(m.shape).to(m.device) & m
+    return Masks({n: out[n] for n in masks if n in out})
+
+
 ROUNDINGS = ("nearest", "floor-drop", "ceil-drop", "openlth")
 
 
