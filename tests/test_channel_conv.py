@@ -263,3 +263,21 @@ def test_pai_channel_structure_keeps_whole_channels_and_sparse_execution_removes
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--structure channel needs a per-layer budget" in err[0]
     assert sorted(store.rglob("*")) == before  # refused before anything was written
+
+
+def test_channel_removed_conv_under_bf16_autocast_keeps_the_masked_convs_dtype_and_values():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 8, 3, padding=1)
+    mask = torch.rand(conv.weight.shape) < 0.5
+    mask[[1, 4]] = False
+    with torch.no_grad():
+        conv.weight.mul_(mask)
+    ref = copy.deepcopy(conv)
+    channel_conv.enable(conv, mask)
+    x = torch.randn(4, 6, 9, 9).to(memory_format=torch.channels_last)
+    assert torch.allclose(conv(x), ref(x), atol=1e-6)  # channels_last input
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = conv(x), ref(x)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), expected.float(), atol=0.05)
+    assert torch.equal(got[:, 1], expected[:, 1])  # the removed channel: its bias, rounded alike

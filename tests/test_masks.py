@@ -199,3 +199,19 @@ def test_dst_grows_the_earliest_positions_among_equal_scores():
     # drop floor(0.5 * 6) = 3 smallest |w| (positions 9, 20, 30); grow 3 among the 29 not kept: all
     # score 0, so the earliest: 0, 1, 2
     assert sp.masks["weight"].view(-1).nonzero().flatten().tolist() == [0, 1, 2, 3, 10, 21]
+
+
+@pytest.mark.parametrize("n", [300, masks_mod.FAST_SELECT_MIN + 5])  # the full sort and the fast selection
+def test_top_k_excluding_indices_equals_top_k_of_the_allowed_mask(n):
+    g = torch.Generator().manual_seed(2)
+    scores = torch.rand(n, generator=g).round(decimals=2)  # ties
+    before = scores.clone()
+    excluded = torch.randperm(n, generator=g)[: n // 3]
+    allowed = torch.ones(n, dtype=torch.bool)
+    allowed[excluded] = False
+    for k in (0, 1, n // 10, n // 2, n - excluded.numel() - 1, n - excluded.numel(), n):
+        got = top_k(scores, k, ties="index", excluded=excluded)
+        assert torch.equal(got, top_k(scores, k, allowed, ties="index")), k
+    assert torch.equal(scores, before)  # the caller's scores are not written
+    with pytest.raises(ValueError):
+        top_k(scores, 1, allowed, excluded=excluded)

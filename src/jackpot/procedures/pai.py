@@ -179,7 +179,8 @@ def _inverted_mask(ctx: RunContext, level: int, ticket: Masks) -> Masks:
     full = Masks({n: torch.ones_like(m) for n, m in ticket.items()})
     scores = compute_scores(ctx.cfg.pai.score, model, full, scoring_batches(ctx),
                             **{**score_options(ctx, model), "invert": not ctx.cfg.pai.invert})
-    return keep_top(scores, full, ticket.layer_counts())
+    keep = keep_top_channels if ctx.cfg.pai.structure == "channel" else keep_top  # whole channels stay whole
+    return keep(scores, full, ticket.layer_counts())
 
 
 def _validate(cfg: RunConfig) -> None:

@@ -43,10 +43,11 @@ def _restored(conv: nn.Module, x: torch.Tensor, y: torch.Tensor | None, out: tor
         probe = conv._conv_forward(x[:, :1], conv.weight[:1, :1], None)
         spatial = probe.shape[2:]
     shape = (x.shape[0], conv.out_channels, *spatial)
+    dtype = x.dtype if y is None else y.dtype  # under autocast the conv's output dtype, as the masked conv's
     if conv.bias is None:
-        base = x.new_zeros(()).expand(shape)
+        base = x.new_zeros((), dtype=dtype).expand(shape)
     else:
-        base = conv.bias.view(1, -1, *[1] * len(spatial)).expand(shape)
+        base = conv.bias.to(dtype).view(1, -1, *[1] * len(spatial)).expand(shape)
     return base.clone() if y is None else base.index_copy(1, out, y)
 
 

@@ -199,15 +199,20 @@ class DropGrow:
         n_drop = self.drop_counts(layers, fraction)
         # the counts top_k keeps and may grow into, known here: top_k need not read them back
         n_kept = {l.name: min(l.active, max(0, l.active - n_drop[l.name])) for l in layers}
-        kept = {l.name: self._keep(l, n_kept[l.name]) for l in layers}
+        kept, kept_index = {}, {}
+        for l in layers:
+            kept[l.name], kept_index[l.name] = self._keep(l, n_kept[l.name])
         n_grow = self.grow_counts(layers, n_drop)
         new = Masks()
         grown_new = {}
         for l in layers:
-            candidates = ~kept[l.name]
-            # the score's own dtype (float32 for bf16 weights' scores): top_k compares as float32
-            grow = top_k(self.grow_score(l), n_grow[l.name], candidates, ties="index",
-                         n_allowed=l.mask.numel() - n_kept[l.name])
+            # the score's own dtype (float32 for bf16 weights' scores): top_k compares as float32;
+            # every position not kept may grow (by the kept positions' indices when known)
+            if kept_index[l.name] is not None:
+                grow = top_k(self.grow_score(l), n_grow[l.name], ties="index", excluded=kept_index[l.name])
+            else:
+                grow = top_k(self.grow_score(l), n_grow[l.name], ~kept[l.name], ties="index",
+                             n_allowed=l.mask.numel() - n_kept[l.name])
             new[l.name] = kept[l.name] | grow
             grown_new[l.name] = grow & ~l.mask
         sparsifier.set_masks(new)  # zeroes dropped weights and their optimizer state
@@ -233,17 +238,19 @@ class DropGrow:
         self.history.append(record)
         return record
 
-    def _keep(self, layer: Layer, k: int) -> torch.Tensor:
-        """The k highest drop scores among the active weights (earliest index among ties), as a mask."""
+    def _keep(self, layer: Layer, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The k highest drop scores among the active weights (earliest index among ties), as a
+        mask, and their flat indices when the layer's active positions are known (else None)."""
         if layer.active_index is None or type(self).drop_score is not DropGrow.drop_score:
-            return top_k(self.drop_score(layer), k, layer.mask, ties="index", n_allowed=layer.active)
+            return top_k(self.drop_score(layer), k, layer.mask, ties="index", n_allowed=layer.active), None
         if k >= layer.active:
-            return layer.mask.clone()
+            return layer.mask.clone(), layer.active_index
         # |w| of the active weights only, in ascending position: the set top_k picks from the mask
         best = top_k(layer.weight.flatten()[layer.active_index].abs(), k, ties="index")
+        index = layer.active_index[best]
         keep = torch.zeros(layer.mask.numel(), dtype=torch.bool, device=layer.mask.device)
-        keep[layer.active_index[best]] = True
-        return keep.view(layer.mask.shape)
+        keep[index] = True
+        return keep.view(layer.mask.shape), index
 
     def _grow_values(self, layer: Layer, k: int) -> torch.Tensor:
         if self.grow_init == "init" and self.weight_init != "default" and layer.weight.dim() > 1:

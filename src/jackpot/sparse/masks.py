@@ -21,7 +21,7 @@ def keep_count(density: float, n: int) -> int:
 
 
 def top_k(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None, ties: str = "index",
-          n_allowed: int | None = None) -> torch.Tensor:
+          n_allowed: int | None = None, excluded: torch.Tensor | None = None) -> torch.Tensor:
     """Bool mask (the shape of `scores`) of the k highest scores, compared as float32, among the
     `allowed` positions (every position when None; all allowed ones when there are at most k).
 
@@ -33,8 +33,14 @@ def top_k(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None, tie
     When few positions are allowed (the active weights), only those are scored.
     `n_allowed`: the number of allowed positions, when the caller knows it (DST keeps every layer's
     count): counting them here reads a value back from the device, a host sync on a GPU.
+    `excluded`: instead of `allowed`, the flat indices of the positions not allowed (distinct), when
+    the caller holds them (a sparse layer's kept weights): the same set, without a dense bool pass.
     """
     flat = scores.flatten()
+    if excluded is not None:
+        if allowed is not None:
+            raise ValueError("top_k takes allowed or excluded, not both")
+        return _top_k_excluding(flat, k, excluded, ties).view(scores.shape)
     allowed_flat = None if allowed is None else allowed.flatten()
     if n_allowed is None:
         n_allowed = flat.numel() if allowed_flat is None else int(allowed_flat.sum())
@@ -51,6 +57,22 @@ def top_k(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None, tie
         values = flat.float() if allowed_flat is None else torch.where(allowed_flat, flat.float(), float("-inf"))
         keep[_best(values, k, ties)] = True
     return keep.view(scores.shape)
+
+
+def _top_k_excluding(flat: torch.Tensor, k: int, excluded: torch.Tensor, ties: str) -> torch.Tensor:
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k <= 0:
+        return keep
+    if k >= flat.numel() - excluded.numel():
+        keep.fill_(True)
+        keep[excluded] = False
+        return keep
+    values = flat.float()
+    if values.data_ptr() == flat.data_ptr():  # float32 already: the caller's tensor, not ours to write
+        values = values.clone()
+    # what torch.where(allowed, scores, -inf) gives, at O(excluded) instead of a dense pass
+    keep[_best(values.index_fill_(0, excluded.to(values.device), float("-inf")), k, ties)] = True
+    return keep
 
 
 def _best(values: torch.Tensor, k: int, ties: str) -> torch.Tensor:
