@@ -211,6 +211,11 @@ def test_inverted_pai_branch_keeps_each_layers_count(tiny_npz, tmp_path):
     inv = apply_branch(ctx, BranchSpec("invert"), src)
     assert inv.masks.layer_counts() == src.masks.layer_counts()
     assert all(int((inv.masks[n] & src.masks[n]).sum()) < 0.5 * int(src.masks[n].sum()) for n in src.masks)
+    # a trained branch records its data's shape, so it exports like a run (it was "damaged dataset record")
+    path = run_branch(parent, BranchSpec("invert"), cfg, progress=quiet)
+    assert (path / "dataset.json").exists()
+    assert main(["export", str(path), "--batch-size", "4", "--out", str(tmp_path / "branch.pt")]) == 0
+    assert (tmp_path / "branch.pt").exists()
 
 
 def test_finetune_branch_with_new_training_still_finetunes(ticket_run):

@@ -78,11 +78,16 @@ def test_channel_removed_conv_equals_the_masked_conv(conv_cls, x_shape, bias):
     assert torch.allclose(exported(x_ref.detach()), y_ref.detach(), atol=1e-6)
     assert torch.equal(exported.dense_weight(), ref.weight.detach() * mask)
 
-    empty = torch.zeros_like(mask)  # nothing kept: the output is the bias (or 0) and the shape stays
+    empty = torch.zeros_like(mask)  # nothing kept (a collapse): the bias (or 0), zero gradients, not None
     channel_conv.enable(conv, empty)
     with torch.no_grad():
         ref.weight.zero_()
-    assert torch.allclose(conv(x), ref(x_ref), atol=1e-6)
+        conv.weight.zero_()
+    x.grad = conv.weight.grad = None
+    y = conv(x)
+    assert torch.allclose(y, ref(x_ref), atol=1e-6)
+    y.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().max()) == 0.0 and conv.weight.grad is not None
     assert torch.allclose(channel_conv.ExportedChannelConv(ref, empty)(x_ref), ref(x_ref), atol=1e-6)
 
     channel_conv.disable(conv)
@@ -248,6 +253,7 @@ def test_pai_channel_structure_keeps_whole_channels_and_sparse_execution_removes
         scores.argsort(descending=True)[:32].tolist())
     done = json.loads((run / "train/done.json").read_text())
     assert done["execution"]["channels"] == ["features.0.weight", "features.2.weight"]
+    assert json.loads((run / "summary.json").read_text())["execution"] == done["execution"]
     a, b = (torch.load(paths[m] / "train/final.pt", weights_only=True) for m in ("masked", "sparse"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     budget = json.loads((run / "budget.json").read_text())
@@ -263,6 +269,33 @@ def test_pai_channel_structure_keeps_whole_channels_and_sparse_execution_removes
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--structure channel needs a per-layer budget" in err[0]
     assert sorted(store.rglob("*")) == before  # refused before anything was written
+    for extra in (["--dataset", "mnist1d", "--model", "mnist1d-mlp", "--budget", "uniform"],  # no conv at all
+                  ["--dataset", f"npz:{npz}", "--model", "conv-2", "--budget", "uniform", "--density", "0.004"]):
+        assert main(["pai", "--score", "magnitude", "--structure", "channel", "--duration", "1ep"] + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert ("no prunable conv layer" in err[0]) if "mnist1d" in extra else ("rounded to channels" in err[0])
+    assert sorted(store.rglob("*")) == before
+
+
+def test_a_collapsed_conv_trains_channel_removed_like_the_masked_one(tmp_path, monkeypatch):
+    """--allow-collapse: a conv with nothing kept runs whole (its zero weights give the bias), so
+    the layers before it get their (zero) gradients as in masked training, and the timing runs."""
+    model, masks = _convnet_and_masks()
+    masks["features.2.weight"] = torch.zeros_like(masks["features.2.weight"])
+    seconds = execution.measure_conv(model.features[2], masks["features.2.weight"], (4, 8, 8, 8), True,
+                                     lambda ps: torch.optim.SGD(ps, lr=0.1), rounds=1)
+    assert set(seconds) == {"masked", "channels"}
+    _forced_channels(monkeypatch)
+    finals = {}
+    for mode in ("masked", "sparse"):
+        m, k = _convnet_and_masks()
+        k["features.2.weight"] = torch.zeros_like(k["features.2.weight"])
+        train = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, execution=mode)
+        train_stage(Stage(dir=tmp_path / mode, model=m, dataset=_images(), train=train, batch_size=12, order_seed=1,
+                          start=0, end=20, masks=k))
+        finals[mode] = torch.load(tmp_path / mode / "final.pt", weights_only=True)
+    assert max(float((finals["masked"][n] - finals["sparse"][n]).abs().max()) for n in finals["masked"]) < 1e-5
 
 
 def test_channel_removed_conv_under_bf16_autocast_keeps_the_masked_convs_dtype_and_values():
@@ -275,7 +308,10 @@ def test_channel_removed_conv_under_bf16_autocast_keeps_the_masked_convs_dtype_a
     ref = copy.deepcopy(conv)
     channel_conv.enable(conv, mask)
     x = torch.randn(4, 6, 9, 9).to(memory_format=torch.channels_last)
-    assert torch.allclose(conv(x), ref(x), atol=1e-6)  # channels_last input
+    assert torch.allclose(conv(x), ref(x), atol=1e-6)  # channels_last input, and output as the masked conv's
+    assert ref(x).is_contiguous(memory_format=torch.channels_last)
+    assert conv(x).is_contiguous(memory_format=torch.channels_last)
+    assert channel_conv.ExportedChannelConv(ref, mask)(x).is_contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, expected = conv(x), ref(x)
     assert got.dtype == expected.dtype == torch.bfloat16

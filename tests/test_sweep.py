@@ -216,3 +216,24 @@ def test_crashed_run_is_reported_and_retried_on_request(store, capsys):
     assert len([e for e in read_events(sweep_dir) if e["event"] == "start"]) == starts
     assert main([*args, "--retry-failed"]) == 1  # ...unless asked to retry
     assert len([e for e in read_events(sweep_dir) if e["event"] == "start"]) == starts + 1
+
+
+def test_a_run_finished_by_a_killed_worker_gets_its_finish_event_on_restart(tmp_path):
+    """A worker killed after its run's results were written but before it logged "finish": the
+    restarted sweep trains nothing and logs that finish once (recovered), so the event log again
+    holds one finish per run."""
+    store = tmp_path / "store"
+    assert main(sweep_cmd(store)) == 0
+    sweep_dir = next(d for d in Path(store, "sweeps").iterdir() if d.is_dir())
+    lines = (sweep_dir / "events.jsonl").read_text().splitlines()
+    lost = next(json.loads(l)["run"] for l in lines if json.loads(l)["event"] == "finish")
+    kept = [l for l in lines if not (json.loads(l)["event"] == "finish" and json.loads(l)["run"] == lost)]
+    (sweep_dir / "events.jsonl").write_text("\n".join(kept) + "\n")
+    assert main(sweep_cmd(store)) == 0
+    assert main(sweep_cmd(store)) == 0  # once: the second restart finds the log complete
+    events = read_events(sweep_dir)
+    finishes = [e for e in events if e["event"] == "finish"]
+    assert sorted(e["run"] for e in finishes) == run_dirs(store)
+    recovered = [e for e in finishes if e.get("recovered")]
+    assert [e["run"] for e in recovered] == [lost]
+    assert len([e for e in events if e["event"] == "start"]) == len(run_dirs(store))  # nothing trained again

@@ -91,7 +91,8 @@ class TrainConfig:
     deterministic: bool = option(True, "CUDA: deterministic kernels, no cuDNN benchmarking (CPU runs are "
                                  "deterministic for a fixed thread count either way)", hashed=False)
     execution: str = option("masked", "masked: masked dense layers; sparse: each masked Linear stores and "
-                            "trains only its active weights where measured faster (sparse/execution.py); "
+                            "trains only its active weights, and each conv whose mask empties whole channels "
+                            "runs as the smaller dense conv, where measured faster (sparse/execution.py); "
                             "hashed: equal to masked only within float tolerance", choices=("masked", "sparse"))
     log: str = option("", "live logging while training: tensorboard and/or wandb (offline), comma-separated",
                       hashed=False)

@@ -70,7 +70,8 @@ def benchmark(model: nn.Module, masks: Masks, input_shape, batch_size: int = 1, 
                 params[n].mul_(m.to(device=params[n].device, dtype=params[n].dtype))
         # drawn on the CPU as always (the same random stream on every device), then moved
         x = torch.randn(batch_size, *input_shape).to(device=device, dtype=p0.dtype)
-        exported = export_model(model, masks, batch_size, threads=threads, rounds=rounds)
+        exported = export_model(model, masks, batch_size, threads=threads, rounds=rounds,
+                                input_shape=tuple(input_shape))  # convs timed at the inputs they see
         masked = _swap(model, masks, lambda layer, m: _MaskedForward(layer, m)
                        if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)) else None)
         sparse_train = _swap(model, masks, lambda layer, m: SparseLinear.from_dense(layer, m)

@@ -192,11 +192,16 @@ def _export_conv(conv: nn.Module, mask: torch.Tensor, input_shape, measure: bool
 
 
 def _empty_channels(conv: nn.Module) -> str:
-    out, inp = kept_channels(conv.weight.ne(0))
+    nz = conv.weight.ne(0)
+    out, inp = kept_channels(nz)
+    per_group_in = conv.weight.shape[1]  # in_channels / groups: a grouped conv's weight sees its group only
     parts = [f"{total - kept.numel()} of {total} {what} channels empty"
-             for kept, total, what in ((out, conv.out_channels, "output"), (inp, conv.in_channels, "input"))
+             for kept, total, what in ((out, conv.out_channels, "output"),
+                                       (inp, per_group_in, "input" if conv.groups == 1 else "per-group input"))
              if kept.numel() < total]
-    return ", ".join(parts) if parts else "unstructured mask: no whole empty channel, dense"
+    if parts:
+        return ", ".join(parts) + ("" if conv.groups == 1 else " (grouped conv: exported dense)")
+    return "" if bool(nz.all()) else "unstructured mask: no whole empty channel, dense"
 
 
 def _export_linear(lin: nn.Linear, batch: int, formats, measure: bool, rounds: int) -> nn.Module:

@@ -119,6 +119,15 @@ def execute(job: dict) -> dict:
                 "seconds": time.perf_counter() - t0}
 
 
+def _started_unfinished(sweep_dir: str | Path) -> set[str]:
+    """The runs whose last start/finish event in this sweep is a start (no finish logged)."""
+    last: dict[str, str] = {}
+    for e in read_events(sweep_dir):
+        if e.get("event") in ("start", "finish") and "run" in e:
+            last[e["run"]] = e["event"]
+    return {name for name, event in last.items() if event == "start"}
+
+
 def _run_logged(cfg: RunConfig, job: dict, log_path: Path) -> None:
     make_dirs(log_path.parent)
     with writing(log_path):
@@ -191,12 +200,15 @@ def run_sweep(sweep: Sweep, launcher, device: str = "cpu", threads: int = 1, ret
     state: dict[str, str] = {}
     errors: dict[str, str] = {}
     queue: deque[str] = deque()
+    unheard = _started_unfinished(sweep.dir)
     for r in sweep.runs:
         name = r["name"]
         finished = finished_state(sweep.root / name, sweep.config(name))
         err = errors_dir / f"{name}.txt"
         if finished:
             state[name] = finished
+            if name in unheard:  # a killed sweep's worker finished it and died before saying so
+                log_event(sweep.dir, event="finish", run=name, status=finished, seconds=0.0, recovered=True)
             if err.exists():
                 err.unlink()
         elif err.exists() and not retry_failed:

@@ -38,7 +38,7 @@ from ..sparse import Masks
 from ..sparse.prunable import check_layer_names, layer_of, output_layer
 from ..store import Run, atomic_write_json, check_threads, device_kind, read_json, stage_done
 from ..train import lr_at, train_stage
-from .context import RunContext, report_stage
+from .context import RunContext, report_stage, write_dataset_record
 from .registry import Source, procedure
 
 BRANCH_KINDS = ("reinit", "rearrange", "shuffle", "invert", "retrain")
@@ -159,6 +159,7 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
             atomic_write_json(path / "config.json", {"parent": str(parent.path), "branch": dataclasses.asdict(spec),
                                                      "canonical": canonical(cfg), "config": to_dict(cfg),
                                                      "threads": torch.get_num_threads(), "device": device_kind(device)})
+        write_dataset_record(path, bctx.dataset)  # its own data (a transfer may change it): export reads it
         target.load_state_dict(src.weights)
         label = pctx.label(f"branch {spec.kind}{' rescaled' if spec.rescale else ''} of level {spec.level} "
                            f"{100 * src.masks.density():.1f}% weights")

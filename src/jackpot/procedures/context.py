@@ -81,11 +81,7 @@ class RunContext:
         once it is held, the run's records: a command refused as busy rewrites neither."""
         with self.run.lock(wait=self.wait, progress=self.progress):
             self.run.record_config(self.recorded or self.cfg, self.device)
-            if dataset_record_problem(self.run.path):  # missing or damaged: what export/bench read
-                d = self.dataset
-                atomic_write_json(self.run.stage(DATASET_RECORD), {
-                    "input_shape": list(d.input_shape), "num_classes": d.num_classes,
-                    "num_train": d.num_train, "num_test": d.num_test})
+            write_dataset_record(self.run.path, self.dataset)
             yield self.run
 
     @classmethod
@@ -227,6 +223,14 @@ def dataset_record_problem(run_dir: str | Path) -> str | None:
     if not positive(rec.get("num_classes")):
         return "no positive num_classes"
     return None
+
+
+def write_dataset_record(run_dir: str | Path, dataset) -> None:
+    """The dataset record of a run (or branch) directory, when missing or damaged."""
+    if dataset_record_problem(run_dir):
+        atomic_write_json(Path(run_dir) / DATASET_RECORD, {
+            "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
+            "num_train": dataset.num_train, "num_test": dataset.num_test})
 
 
 def read_dataset_record(run_dir: str | Path) -> dict:

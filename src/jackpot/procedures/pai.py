@@ -23,6 +23,7 @@ from ..data.corrupt import check_corruption
 from ..errors import JackpotError
 from ..sparse import Masks
 from ..sparse.distributions import BUDGETS, budget_report, check_collapse, counts_from_densities
+from ..sparse.masks import keep_count
 from ..sparse.pruning import keep_top, keep_top_channels
 from ..sparse.scores import SCORES, compute_scores, init_scales, iterative_prune
 from ..store import Run, atomic_write_json, safe_torch_load
@@ -95,7 +96,17 @@ def _fixed_budget(ctx: RunContext, model: torch.nn.Module) -> dict[str, float] |
     densities = ctx.layer_densities(p.budget, model, names, p.density, custom=custom,
                                     min_density=p.min_layer_density)
     params = dict(model.named_parameters())
-    check_collapse(counts_from_densities(densities, {n: params[n].shape for n in names}), allow=p.allow_collapse)
+    counts = counts_from_densities(densities, {n: params[n].shape for n in names})
+    check_collapse(counts, allow=p.allow_collapse)
+    if p.structure == "channel":
+        convs = [n for n in names if params[n].dim() >= 3]
+        if not convs:
+            raise JackpotError(f"--structure channel: {ctx.cfg.model.model} has no prunable conv layer "
+                               "(use --structure unstructured)")
+        check_collapse({n: keep_count(counts[n] / params[n].numel(), params[n].shape[0]) for n in convs},
+                       allow=p.allow_collapse, refusal="layer collapse: {layers} would keep no whole output "
+                       "channel (the count is rounded to channels: raise the density, set a minimum layer "
+                       "density, or allow collapse)")
     return densities
 
 
@@ -149,7 +160,7 @@ def run_pai(cfg: RunConfig, root=None, device="cpu", progress=print, dataset=Non
         report_stage(ctx, label, record, time.perf_counter() - t0)
         atomic_write_json(ctx.run.stage("summary.json"),
                           {"density": masks.density(), "final": record["final"], "best": record["best"],
-                           "layers": masks.report()})
+                           "layers": masks.report(), "execution": record.get("execution", {"mode": "masked"})})
         progress(f"done: {ctx.run.path}")
     return ctx.run
 

@@ -44,11 +44,15 @@ def _restored(conv: nn.Module, x: torch.Tensor, y: torch.Tensor | None, out: tor
         spatial = probe.shape[2:]
     shape = (x.shape[0], conv.out_channels, *spatial)
     dtype = x.dtype if y is None else y.dtype  # under autocast the conv's output dtype, as the masked conv's
+    like = x if y is None else y  # channels_last stays channels_last, as the masked conv's output
+    fmt = torch.channels_last if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) \
+        and not like.is_contiguous() else torch.contiguous_format
+    full = torch.empty(shape, dtype=dtype, device=x.device, memory_format=fmt)
     if conv.bias is None:
-        base = x.new_zeros((), dtype=dtype).expand(shape)
+        full.zero_()
     else:
-        base = conv.bias.to(dtype).view(1, -1, *[1] * len(spatial)).expand(shape)
-    return base.clone() if y is None else base.index_copy(1, out, y)
+        full.copy_(conv.bias.to(dtype).view(1, -1, *[1] * len(spatial)).expand(shape))
+    return full if y is None else full.index_copy_(1, out, y)
 
 
 class _ChannelConv:
@@ -63,10 +67,11 @@ class _ChannelConv:
 
     def forward(self, x):
         out, inp = self._kept_out, self._kept_in
-        if self.whole or (out is None and inp is None):
+        # a layer with nothing kept (a collapse) runs whole: its zero weights give the bias, and x
+        # and the weight get the zero gradients the masked conv gives them (not None)
+        empty = (out is not None and out.numel() == 0) or (inp is not None and inp.numel() == 0)
+        if self.whole or empty or (out is None and inp is None):
             return self._conv_forward(x, self.weight, self.bias)
-        if (out is not None and out.numel() == 0) or (inp is not None and inp.numel() == 0):
-            return _restored(self, x, None, out)
         w, b = self.weight, self.bias
         if out is not None:
             w = w.index_select(0, out)

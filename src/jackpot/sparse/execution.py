@@ -86,12 +86,16 @@ def measure_layer(linear: nn.Linear, mask: torch.Tensor, rows: int, input_grad: 
 
 
 def measure_conv(conv: nn.Module, mask: torch.Tensor, input_shape: tuple[int, ...], input_grad: bool,
-                 make_optimizer, rounds: int = 5) -> dict[str, float]:
-    """Median seconds of one training step of `conv` with `mask` on inputs of `input_shape`, as
-    masked dense and with its empty channels removed (sparse.channel_conv), as measure_layer."""
+                 make_optimizer, rounds: int = 5, channels_last: bool = False) -> dict[str, float]:
+    """Median seconds of one training step of `conv` with `mask` on inputs of `input_shape` (in
+    channels_last memory when the run's are), as masked dense and with its empty channels removed
+    (sparse.channel_conv), as measure_layer. Called under the run's autocast, it times that arithmetic."""
     dev, dtype = conv.weight.device, conv.weight.dtype
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(input_shape, generator=gen).to(dev, dtype).requires_grad_(input_grad)
+    x = torch.randn(input_shape, generator=gen).to(dev, dtype)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(input_grad)
     mask = mask.to(dev)
     float_mask = mask.to(dtype)
     layers = {}
@@ -133,9 +137,12 @@ def choose_layers(model: nn.Module, masks: Masks, example: torch.Tensor, make_op
     seen: dict[str, tuple[int | tuple[int, ...], bool]] = {}
 
     def note(name, module, inputs):
-        size = inputs[0].reshape(-1, module.in_features).shape[0] if isinstance(module, nn.Linear) \
-            else tuple(inputs[0].shape)
-        seen.setdefault(name, (size, inputs[0].requires_grad))
+        x = inputs[0]
+        if isinstance(module, nn.Linear):
+            seen.setdefault(name, (x.reshape(-1, module.in_features).shape[0], x.requires_grad))
+        else:  # a conv: the input's shape and whether it is in channels_last memory
+            last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            seen.setdefault(name, ((tuple(x.shape), last), x.requires_grad))
 
     hooks = []
     for name in masks:
@@ -183,15 +190,17 @@ def _conv_entry(conv, mod_name, mask, seen, make_optimizer, rounds, timed) -> di
     if conv.groups != 1:
         return {"reason": "grouped conv: masked dense"}
     if not channel_conv.removable(conv, mask):
+        if bool(mask.all()):
+            return {"reason": "dense conv (nothing pruned): masked dense"}
         return {"reason": "unstructured conv mask (no whole empty channel): masked dense"}
     if not mod_name or seen is None:
         return {"reason": "the model itself is the layer" if not mod_name else "not reached by a forward"}
-    input_shape, input_grad = seen
+    (input_shape, channels_last), input_grad = seen
     out, inp = channel_conv.kept_channels(mask)
     key = ("conv", tuple(mask.shape), tuple(out.tolist()), tuple(inp.tolist()), conv.bias is not None,
-           conv.stride, conv.padding, conv.dilation, input_shape, input_grad)
+           conv.stride, conv.padding, conv.dilation, input_shape, channels_last, input_grad)
     if key not in timed:
-        timed[key] = measure_conv(conv, mask, input_shape, input_grad, make_optimizer, rounds)
+        timed[key] = measure_conv(conv, mask, input_shape, input_grad, make_optimizer, rounds, channels_last)
     seconds = timed[key]
     return {"input_shape": list(input_shape), "seconds": seconds,
             "channels": {"out": [out.numel(), conv.out_channels], "in": [inp.numel(), conv.in_channels]},

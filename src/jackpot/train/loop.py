@@ -386,8 +386,9 @@ def _sparsifier(stage: Stage, model: torch.nn.Module, ckpt_path: Path):
     if not isinstance(plan, dict):
         example = stage.dataset.examples(torch.arange(min(stage.batch_size, stage.dataset.num_train)))[0]
         example = example.to(stage.device)
-        plan = choose_layers(model, stage.masks, numerics.inputs_format(example, stage.train.channels_last),
-                             lambda params: build_optimizer(params, stage.train))
+        with numerics.autocast(stage.device, stage.train.precision):  # timed in the arithmetic that trains
+            plan = choose_layers(model, stage.masks, numerics.inputs_format(example, stage.train.channels_last),
+                                 lambda params: build_optimizer(params, stage.train))
     return SparseExecution(model, stage.masks, plan)
 
 
