@@ -216,6 +216,9 @@ def test_inverted_pai_branch_keeps_each_layers_count(tiny_npz, tmp_path):
     assert (path / "dataset.json").exists()
     assert main(["export", str(path), "--batch-size", "4", "--out", str(tmp_path / "branch.pt")]) == 0
     assert (tmp_path / "branch.pt").exists()
+    for extra in (["--level", "3"], ["--arm", "random"]):  # a pai run has no levels or arms: refused, not ignored
+        assert main(["export", str(parent.path), "--out", str(tmp_path / "x.pt")] + extra) == 2
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_finetune_branch_with_new_training_still_finetunes(ticket_run):

@@ -16,6 +16,9 @@ def trained_sparse(run: Run, level: int | None = None, arm: str = "ticket") -> t
     """(model with the trained weights, its masks, arch) of a lottery level/arm (default: the last
     pruned level) or of a pai/sparse run's training stage."""
     cfg = run.config()
+    if not procedure(cfg.kind).levels and (level is not None or arm != "ticket"):
+        raise JackpotError(f"--level and --arm choose a lottery level and arm; a {cfg.kind} run has one trained "
+                           "network: drop them")
     stage = procedure(cfg.kind).trained_stage(run, level, arm)
     dense = JackpotError(f"run {run.path.name} has no trained sparse network at {stage.relative_to(run.path)}")
     if not stage_done(stage):  # done.json, and the files it vouches for (a lost mask.pt too)
