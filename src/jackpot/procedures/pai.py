@@ -23,8 +23,7 @@ from ..data.corrupt import check_corruption
 from ..errors import JackpotError
 from ..sparse import Masks
 from ..sparse.distributions import BUDGETS, budget_report, check_collapse, counts_from_densities
-from ..sparse.masks import keep_count
-from ..sparse.pruning import keep_top, keep_top_channels
+from ..sparse.pruning import channel_count, keep_top, keep_top_channels
 from ..sparse.scores import SCORES, compute_scores, init_scales, iterative_prune
 from ..store import Run, atomic_write_json, safe_torch_load
 from ..train import train_stage
@@ -103,7 +102,7 @@ def _fixed_budget(ctx: RunContext, model: torch.nn.Module) -> dict[str, float] |
         if not convs:
             raise JackpotError(f"--structure channel: {ctx.cfg.model.model} has no prunable conv layer "
                                "(use --structure unstructured)")
-        check_collapse({n: keep_count(counts[n] / params[n].numel(), params[n].shape[0]) for n in convs},
+        check_collapse({n: channel_count(counts[n], params[n].shape) for n in convs},
                        allow=p.allow_collapse, refusal="layer collapse: {layers} would keep no whole output "
                        "channel (the count is rounded to channels: raise the density, set a minimum layer "
                        "density, or allow collapse)")
@@ -126,7 +125,7 @@ def pai_masks(ctx: RunContext, model: torch.nn.Module) -> tuple[Masks, dict]:
     else:
         counts = counts_from_densities(densities, {n: m.shape for n, m in full.items()})
         scores = compute_scores(p.score, model, full, batches, device=ctx.device, **opts)
-        masks = (keep_top_channels if p.structure == "channel" else keep_top)(scores, full, counts)
+        masks = _keep_top(ctx.cfg)(scores, full, counts)
         if p.structure == "channel":  # whole channels round each conv's count: report what was kept
             densities = {n: int(torch.count_nonzero(m)) / m.numel() for n, m in masks.items()}
     check_collapse(masks.layer_counts(), allow=p.allow_collapse)
@@ -171,6 +170,11 @@ def label(cfg: RunConfig) -> str:
     return f"{p.score}{' inverted' if p.invert else ''}/{p.budget}{_structure(cfg)}"
 
 
+def _keep_top(cfg: RunConfig):
+    """How a per-layer count becomes a mask: whole conv channels under --structure channel."""
+    return keep_top_channels if cfg.pai.structure == "channel" else keep_top
+
+
 def _structure(cfg: RunConfig) -> str:
     return " channels" if cfg.pai.structure == "channel" else ""
 
@@ -190,8 +194,7 @@ def _inverted_mask(ctx: RunContext, level: int, ticket: Masks) -> Masks:
     full = Masks({n: torch.ones_like(m) for n, m in ticket.items()})
     scores = compute_scores(ctx.cfg.pai.score, model, full, scoring_batches(ctx),
                             **{**score_options(ctx, model), "invert": not ctx.cfg.pai.invert})
-    keep = keep_top_channels if ctx.cfg.pai.structure == "channel" else keep_top  # whole channels stay whole
-    return keep(scores, full, ticket.layer_counts())
+    return _keep_top(ctx.cfg)(scores, full, ticket.layer_counts())  # whole channels stay whole
 
 
 def _validate(cfg: RunConfig) -> None:

@@ -12,7 +12,7 @@ In training (`--execution sparse`) the conv keeps its dense `weight` Parameter, 
 hooks (`enable` swaps the module's class in place, `disable` swaps it back), so optimizers, masks
 and checkpoints see the same layer; `whole = True` runs the full conv for a step whose mask
 method reads the dense gradient (RigL's grow score at pruned positions). In export,
-`export_conv` builds a standalone smaller conv with the bias of the removed channels baked in.
+`ExportedChannelConv` is a standalone smaller conv with the bias of the removed channels baked in.
 """
 from __future__ import annotations
 

@@ -50,6 +50,11 @@ def keep_top(scores: dict[str, torch.Tensor], masks: Masks, layer_k: dict[str, i
     return keep_top_groups(scores, masks, groups)
 
 
+def channel_count(k: int, shape) -> int:
+    """The whole output channels a count of k weights of a conv weight of `shape` rounds to."""
+    return keep_count(k / math.prod(shape), shape[0])
+
+
 def keep_top_channels(scores: dict[str, torch.Tensor], masks: Masks, layer_k: dict[str, int]) -> Masks:
     """Like keep_top with one count per layer, but a conv weight (out, in, *kernel) keeps whole
     output channels: layer_k[n] rounded to channels (nearest, halves up, as keep_count), the
@@ -61,9 +66,8 @@ def keep_top_channels(scores: dict[str, torch.Tensor], masks: Masks, layer_k: di
         if m.dim() < 3:
             out.update(keep_top_groups(scores, Masks({n: m}), [([n], k)]))
             continue
-        channels = m.shape[0]
         per_channel = scores[n].detach().double().cpu().masked_fill(~m.cpu(), 0.0).flatten(1).sum(1)
-        kept = top_k(per_channel, keep_count(k / m.numel(), channels))
+        kept = top_k(per_channel, channel_count(k, m.shape))
         out[n] = kept.view(-1, *[1] * (m.dim() - 1)).expand(m.shape).to(m.device) & m
     return Masks({n: out[n] for n in masks if n in out})
 

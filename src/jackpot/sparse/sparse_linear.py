@@ -122,9 +122,8 @@ class SparseLinear(nn.Module):
         `self.values` (the weight's), as are the new values."""
         dev = self.values.device
         out, inp = self.shape
-        if flat is None:
-            flat = mask.to(device=dev, dtype=torch.bool).flatten().nonzero().squeeze(1)
-        rows, cols = flat.to(dev).div(inp, rounding_mode="floor"), flat.to(dev).remainder(inp)  # CSR order
+        flat = mask.to(device=dev, dtype=torch.bool).flatten().nonzero().squeeze(1) if flat is None else flat.to(dev)
+        rows, cols = flat.div(inp, rounding_mode="floor"), flat.remainder(inp)  # CSR order
         i32 = torch.int32  # MKL's CSR kernels are faster with 32-bit indices
         cols32 = cols.to(i32)
         # crow[r] = number of entries in rows < r (searchsorted, not bincount: that syncs on CUDA)
