@@ -8,7 +8,7 @@ from jackpot.sparse import Masks, keep_count, prunable_names, prune, scores_magn
 from jackpot.sparse import Sparsifier
 from jackpot.sparse import masks as masks_mod
 from jackpot.sparse.dst import UpdateSchedule, make_method
-from jackpot.sparse.masks import top_k
+from jackpot.sparse.masks import flat_nonzero, top_k, top_k_indices
 
 
 def lenet_masks():
@@ -212,6 +212,26 @@ def test_top_k_excluding_indices_equals_top_k_of_the_allowed_mask(n):
     for k in (0, 1, n // 10, n // 2, n - excluded.numel() - 1, n - excluded.numel(), n):
         got = top_k(scores, k, ties="index", excluded=excluded)
         assert torch.equal(got, top_k(scores, k, allowed, ties="index")), k
+        as_index = top_k_indices(scores, k, excluded, ties="index")
+        flags = torch.zeros(n, dtype=torch.bool)
+        flags[as_index] = True
+        assert as_index.numel() == int(got.sum()) and torch.equal(flags, got), k
     assert torch.equal(scores, before)  # the caller's scores are not written
+    scratch = scores.clone()  # ... unless handed over as scratch, which gives the same set
+    assert torch.equal(top_k_indices(scratch, n // 10, excluded, scratch=True).sort().values,
+                       top_k_indices(scores, n // 10, excluded).sort().values)
     with pytest.raises(ValueError):
         top_k(scores, 1, allowed, excluded=excluded)
+
+
+@pytest.mark.parametrize("n,share", [(1 << 16, 0.0), (1 << 16, 1e-4), (1 << 18, 0.001), (1 << 18, 0.3),
+                                     (1 << 18, 1.0), ((1 << 16) + 3, 0.01), (1000, 0.1)])
+def test_flat_nonzero_equals_nonzero(n, share):
+    g = torch.Generator().manual_seed(4)
+    flags = torch.rand(n, generator=g) < share
+    flags[-1] = share > 0  # the last byte of the last word
+    assert torch.equal(flat_nonzero(flags), flags.nonzero().squeeze(1))
+    if n % 8 == 0:  # a view at an offset that is not a word boundary, and a 2-d view
+        for part in (flags[1:-7], flags[8:]):
+            assert torch.equal(flat_nonzero(part), part.nonzero().squeeze(1))
+        assert torch.equal(flat_nonzero(flags.view(8, -1)), flags.nonzero().squeeze(1))

@@ -75,12 +75,20 @@ def stage_run(tmp_path, mode, method, steps=200, optimizer="sgd", holder=None, *
     return torch.load(d / "final.pt", weights_only=True), log, record, model
 
 
-@pytest.mark.parametrize("method", ["rigl", "set", "snfs", "dsr", "static"])
-def test_masked_and_sparse_execution_make_the_same_updates_and_end_with_the_same_weights(tmp_path, monkeypatch, method):
+@pytest.mark.parametrize("method,grow_init", [("rigl", "zero"), ("set", "zero"), ("snfs", "zero"), ("dsr", "zero"),
+                                              ("static", "zero"), ("rigl", "init"), ("set", "init")])
+def test_masked_and_sparse_execution_make_the_same_updates_and_end_with_the_same_weights(tmp_path, monkeypatch,
+                                                                                         method, grow_init):
     forced(monkeypatch)
-    dense, dense_log, dense_record, _ = stage_run(tmp_path, "masked", method)
-    sparse, sparse_log, sparse_record, model = stage_run(tmp_path, "sparse", method)
+    dense, dense_log, dense_record, _ = stage_run(tmp_path, "masked", method, grow_init=grow_init)
+    sparse, sparse_log, sparse_record, model = stage_run(tmp_path, "sparse", method, grow_init=grow_init)
     assert len(dense_log) == len(sparse_log) == (0 if method == "static" else 7)
+    # the update records (dropped, grown new, regrown, explored share) are counted the same way
+    assert dense_record.get("mask_updates") == sparse_record.get("mask_updates")
+    if method != "static":
+        assert sum(u["grown_new"] for u in sparse_record["mask_updates"]) > 0
+    if method in ("rigl", "set", "snfs"):  # DSR grows just-dropped positions last: none regrow here
+        assert sum(u["regrown"] for u in sparse_record["mask_updates"]) > 0
     for (a, layer_a), (b, layer_b) in zip(dense_log, sparse_log):
         assert (layer_a, layer_b) == ("Linear", "SparseLinear")  # the update really ran on the sparse layer
         assert all(torch.equal(a[n], b[n]) for n in a)
@@ -283,3 +291,41 @@ def test_lottery_arms_and_pai_retraining_run_sparse_with_the_masked_weights(tiny
         record = json.loads((runs["sparse"] / rel.parent / "done.json").read_text())
         ran_sparse += record.get("execution", {}).get("sparse") == ["fc2.weight", "fc3.weight"]
     assert ran_sparse >= (4 if kind == "lottery" else 1)  # every stage with masks (level 0 may have none)
+
+
+def test_zero_state_at_takes_a_mask_or_flat_indices_alike(monkeypatch):
+    """Optimizer state zeroed at grown positions: given as a bool mask or as flat indices, on a
+    masked layer (Sparsifier) and on a sparse layer (SparseExecution), the same state results."""
+    forced(monkeypatch)
+    x, y = tiny_data().x_train[:10], tiny_data().y_train[:10]
+    states = {}
+    for mode in ("masked", "sparse"):
+        for form in ("mask", "index"):
+            model, masks = tiny_model_and_masks()
+            if mode == "sparse":
+                sp = SparseExecution(model, masks, choose_layers(model, masks, x, lambda ps: None))
+            else:
+                sp = Sparsifier(model, masks)
+            optimizer = build_optimizer(model.parameters(), TrainConfig(optimizer="adam", lr=1e-2))
+            sp.attach(optimizer)
+            for _ in range(2):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                optimizer.step()
+            for name in ("0.weight", "2.weight"):
+                at = masks[name].view(-1).nonzero().squeeze(1)[::3]  # every third active weight
+                if form == "mask":
+                    flags = torch.zeros(masks[name].numel(), dtype=torch.bool)
+                    flags[at] = True
+                    at = flags.view(masks[name].shape)
+                sp.zero_state_at(name, at)
+            param = model[2].values if mode == "sparse" else model[2].weight
+            states[mode, form] = (_layer_state(optimizer, model[0].weight),
+                                  _layer_state(optimizer, param, masks["2.weight"] if mode == "sparse" else None))
+    first = states["masked", "mask"]
+    zeroed = masks["2.weight"].view(-1).nonzero().squeeze(1)[::3]
+    assert (first[1]["exp_avg"].view(-1)[zeroed] == 0).all() and float(first[1]["exp_avg"].abs().sum()) > 0
+    for key, (layer0, layer2) in states.items():
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(layer0[k], first[0][k], atol=1e-7), key
+            assert torch.allclose(layer2[k], first[1][k], atol=1e-7), key

@@ -35,7 +35,7 @@ import torch
 from ..config import derive_seed
 from ..errors import JackpotError
 from ..models.init import sample_init
-from .masks import Masks, top_k
+from .masks import Masks, top_k, top_k_indices
 from .schedules import Schedule
 from .sparsifier import Sparsifier
 
@@ -88,6 +88,27 @@ class Layer:
     def __post_init__(self):
         if self.active is None:
             self.active = int(self.mask.sum())
+
+
+@dataclass
+class _Change:
+    """One layer's update. By mask: the new mask, `new` (grown positions not active before) and
+    `regrown` (grown positions that were: dropped and grown back), bool masks of the weight's shape.
+    By index (a layer held as positions): also the new flat positions and the grown ones
+    (ascending); `new` flags which grown ones are new, `regrown` is None."""
+
+    mask: torch.Tensor
+    positions: torch.Tensor | None
+    grown: torch.Tensor | None
+    new: torch.Tensor
+    regrown: torch.Tensor | None
+
+    def fresh(self, count: int) -> torch.Tensor:
+        """The newly active positions, `count` of them (read back already): the bool mask, or
+        their ascending flat indices (nonzero_static: no second host sync on a GPU)."""
+        if self.grown is None:
+            return self.new
+        return self.grown[torch.nonzero_static(self.new, size=count).squeeze(1)]
 
 
 class DropGrow:
@@ -184,7 +205,9 @@ class DropGrow:
     def update(self, step: int, model: torch.nn.Module, sparsifier: Sparsifier) -> dict:
         params = dict(model.named_parameters())
         old = sparsifier.masks
-        active = _counts(list(old.values()))  # one host sync for every layer's count
+        index = {n: getattr(params[n], "active_index", None) for n in old}
+        counted = [n for n in old if index[n] is None]
+        active = dict(zip(counted, _counts([old[n] for n in counted])))  # one host sync for all
         layers = []
         for i, (n, m) in enumerate(old.items()):
             grad = None
@@ -192,65 +215,96 @@ class DropGrow:
                 g = params[n].grad
                 grad = g + self.grad_sum[n].to(g.device) if n in self.grad_sum else g
             g = torch.Generator().manual_seed(derive_seed(self.seed, "dst", step, i))
-            layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g, active[i],
-                                getattr(params[n], "active_index", None)))
+            count = active[n] if index[n] is None else index[n].numel()
+            layers.append(Layer(n, params[n].detach(), m, grad, self.stats.get(n), g, count, index[n]))
         self.grad_sum = {}
         fraction = self.schedule.drop_fraction(step)
         n_drop = self.drop_counts(layers, fraction)
         # the counts top_k keeps and may grow into, known here: top_k need not read them back
         n_kept = {l.name: min(l.active, max(0, l.active - n_drop[l.name])) for l in layers}
-        kept, kept_index = {}, {}
-        for l in layers:
-            kept[l.name], kept_index[l.name] = self._keep(l, n_kept[l.name])
+        kept = {l.name: self._keep(l, n_kept[l.name]) for l in layers}
         n_grow = self.grow_counts(layers, n_drop)
-        new = Masks()
-        grown_new = {}
+        changes = {}
         for l in layers:
-            # the score's own dtype (float32 for bf16 weights' scores): top_k compares as float32;
-            # every position not kept may grow (by the kept positions' indices when known)
-            if kept_index[l.name] is not None:
-                grow = top_k(self.grow_score(l), n_grow[l.name], ties="index", excluded=kept_index[l.name])
+            if kept[l.name].dtype == torch.bool:
+                changes[l.name] = self._change_by_mask(l, kept[l.name], n_grow[l.name], n_kept[l.name])
             else:
-                grow = top_k(self.grow_score(l), n_grow[l.name], ~kept[l.name], ties="index",
-                             n_allowed=l.mask.numel() - n_kept[l.name])
-            new[l.name] = kept[l.name] | grow
-            grown_new[l.name] = grow & ~l.mask
-        sparsifier.set_masks(new)  # zeroes dropped weights and their optimizer state
+                changes[l.name] = self._change_by_index(l, kept[l.name], n_grow[l.name])
+        new = Masks({n: c.mask for n, c in changes.items()})
+        positions = {n: c.positions for n, c in changes.items() if c.positions is not None}
+        if positions:  # a sparse execution's layers: their rebuilds take the positions as they are
+            sparsifier.set_masks(new, positions=positions)
+        else:
+            sparsifier.set_masks(new)
+        ever = []
         for l in layers:
             seen = self.ever_active.get(l.name)
-            seen = l.mask.clone() if seen is None else seen.to(l.mask.device) | l.mask
-            self.ever_active[l.name] = seen | new[l.name]
-        k = len(layers)  # the record's counts and the grown counts, read back together
-        counts = _counts([grown_new[l.name] for l in layers]
-                         + [l.mask & ~kept[l.name] & new[l.name] for l in layers] + list(self.ever_active.values()))
-        n_fresh = counts[:k]
+            seen = l.mask.clone() if seen is None else seen.to(l.mask.device)
+            c = changes[l.name]
+            seen |= l.mask
+            if c.positions is None:
+                seen |= c.mask
+            else:  # kept positions were active: only grown ones can be new to `seen`
+                seen.view(-1)[c.grown] = True
+            self.ever_active[l.name] = seen
+            ever.append(seen)
+        k = len(layers)  # the grown, regrown and explored counts, read back together
+        counts = _counts([c.new for c in changes.values()] + [c.regrown for c in changes.values()
+                                                             if c.regrown is not None] + ever)
+        n_fresh, regrown = counts[:k], iter(counts[k:len(counts) - k])
+        n_regrown = [c.grown.numel() - n if c.regrown is None else next(regrown)
+                     for c, n in zip(changes.values(), n_fresh)]
         for l, n_new in zip(layers, n_fresh):
-            fresh = grown_new[l.name]
+            fresh = changes[l.name].fresh(n_new)
             if self.grow_init != "zero" and n_new:
-                # masked_scatter_ fills the True positions in row-major order, as fresh-indexing
-                # would, without a host sync
-                params[l.name].data.masked_scatter_(fresh, self._grow_values(l, n_new))
+                values = self._grow_values(l, n_new)
+                if fresh.dtype == torch.bool:
+                    # masked_scatter_ fills the True positions in row-major order, as fresh-indexing
+                    # would, without a host sync
+                    params[l.name].data.masked_scatter_(fresh, values)
+                else:  # ascending flat positions: the same row-major order
+                    params[l.name].data.view(-1)[fresh] = values
             sparsifier.zero_state_at(l.name, fresh)
         record = {"step": step, "drop_fraction": fraction, "dropped": sum(n_drop.values()),
-                  "grown_new": sum(n_fresh), "regrown": sum(counts[k:2 * k]),
-                  "ever_active": sum(counts[2 * k:])
+                  "grown_new": sum(n_fresh), "regrown": sum(n_regrown),
+                  "ever_active": sum(counts[len(counts) - k:])
                   / max(1, sum(m.numel() for m in self.ever_active.values()))}
         self.history.append(record)
         return record
 
-    def _keep(self, layer: Layer, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The k highest drop scores among the active weights (earliest index among ties), as a
-        mask, and their flat indices when the layer's active positions are known (else None)."""
+    def _keep(self, layer: Layer, k: int) -> torch.Tensor:
+        """The k highest drop scores among the active weights (earliest index among ties): a mask,
+        or, when the layer's active positions are known, their flat indices (ascending)."""
         if layer.active_index is None or type(self).drop_score is not DropGrow.drop_score:
-            return top_k(self.drop_score(layer), k, layer.mask, ties="index", n_allowed=layer.active), None
+            return top_k(self.drop_score(layer), k, layer.mask, ties="index", n_allowed=layer.active)
         if k >= layer.active:
-            return layer.mask.clone(), layer.active_index
+            return layer.active_index
         # |w| of the active weights only, in ascending position: the set top_k picks from the mask
         best = top_k(layer.weight.flatten()[layer.active_index].abs(), k, ties="index")
-        index = layer.active_index[best]
-        keep = torch.zeros(layer.mask.numel(), dtype=torch.bool, device=layer.mask.device)
-        keep[index] = True
-        return keep.view(layer.mask.shape), index
+        return layer.active_index[best.flatten()]  # a bool mask over the ascending active positions
+
+    def _change_by_mask(self, layer: Layer, kept: torch.Tensor, n_grow: int, n_kept: int) -> "_Change":
+        # the score's own dtype (float32 for bf16 weights' scores): top_k compares as float32;
+        # every position not kept may grow
+        grow = top_k(self.grow_score(layer), n_grow, ~kept, ties="index",
+                     n_allowed=layer.mask.numel() - n_kept)
+        return _Change(kept | grow, None, None, grow & ~layer.mask, grow & layer.mask)
+
+    def _change_by_index(self, layer: Layer, kept: torch.Tensor, n_grow: int) -> "_Change":
+        """The same update as _change_by_mask for a layer held as positions (a sparse layer): the
+        grow excludes the kept positions by index, the new positions are the kept and grown ones,
+        and no dense bool pass is made but the new mask's."""
+        score = self.grow_score(layer)
+        own = score.dtype == torch.float32 and score._base is None and all(
+            t is None or t.data_ptr() != score.data_ptr() for t in (layer.weight, layer.grad, layer.stat))
+        grown = top_k_indices(score, n_grow, kept, ties="index", scratch=own)
+        positions = torch.cat([kept, grown]).sort().values
+        mask = torch.zeros(layer.mask.numel(), dtype=torch.bool, device=layer.mask.device)
+        mask[positions] = True
+        grown = grown.sort().values
+        # grown positions that were not active before the update (the rest were dropped and regrown)
+        was_active = layer.mask.reshape(-1)[grown]
+        return _Change(mask.view(layer.mask.shape), positions, grown, ~was_active, None)
 
     def _grow_values(self, layer: Layer, k: int) -> torch.Tensor:
         if self.grow_init == "init" and self.weight_init != "default" and layer.weight.dim() > 1:

@@ -260,7 +260,9 @@ class SparseExecution:
         self._optimizers: list[torch.optim.Optimizer] = []
         self._view: dict[str, nn.Parameter] | None = None
         self._pending: dict[str, torch.Tensor] = {}  # layer -> its mask before set_masks in a view
-        self._zero_at: dict[str, torch.Tensor] = {}
+        # layer -> the new flat positions a mask method handed over with its masks (no nonzero pass)
+        self._positions: dict[str, torch.Tensor] = {}
+        self._zero_at: dict[str, list[torch.Tensor]] = {}
         self._wanting: set[int] = set()  # wrapped callbacks reading this step's dense gradients
 
     # --- the Sparsifier interface ---------------------------------------------------------------
@@ -268,7 +270,9 @@ class SparseExecution:
     def masks(self) -> Masks:
         return self._masks  # the same object until the masks change (TrainingFlopsMeter relies on it)
 
-    def set_masks(self, masks: Masks) -> None:
+    def set_masks(self, masks: Masks, positions: dict[str, torch.Tensor] | None = None) -> None:
+        """`positions`: for some sparse layers, the new mask's flat positions (ascending), when the
+        caller holds them (DST's updates): the rebuild takes them instead of finding them."""
         if set(masks) != set(self._order):
             raise JackpotError("sparse execution: new masks must name the same parameters as the old ones")
         new = Masks({n: masks[n].to(device=self._masks[n].device, dtype=torch.bool) for n in self._order})
@@ -281,19 +285,30 @@ class SparseExecution:
         for n, conv in self._channels.items():
             conv.set_channel_mask(new[n])
         old, self._masks = self._masks, new
+        positions = positions or {}
         for n in self._layers:
+            self._positions.pop(n, None)
+            if n in positions:
+                self._positions[n] = positions[n].to(self._masks[n].device)
             if self._view is not None:  # rebuilt when the method is done (it may still write weights)
                 # the view's dropped positions are left as they are: a rebuild reads only the new ones
                 self._pending.setdefault(n, old[n])
-            elif not torch.equal(old[n], new[n]):
+            elif self._changed(n, old[n]):
                 self._rebuild(n)
 
+    def _changed(self, name: str, before: torch.Tensor) -> bool:
+        flat = self._positions.get(name)
+        if flat is None:
+            return not torch.equal(before, self._masks[name])
+        return not torch.equal(flat, self._layers[name].flat_positions())
+
     def zero_state_at(self, name: str, positions: torch.Tensor) -> None:
+        """`positions`: a bool mask of the weight's shape, or flat indices (a DST update's grown
+        positions of a sparse layer)."""
         if name not in self._layers:
             self._inner.zero_state_at(name, positions)
             return
-        prev = self._zero_at.get(name)
-        self._zero_at[name] = positions if prev is None else prev | positions
+        self._zero_at.setdefault(name, []).append(positions)
         if self._view is None:
             self._zero_state(name)
 
@@ -324,7 +339,7 @@ class SparseExecution:
         grown ones; the gradient at the new positions when this step's dense one was captured."""
         layer, mask = self._layers[name], self._masks[name]
         old_count = layer.values.numel()
-        src, dst = layer.update_mask(mask)
+        src, dst = layer.update_mask(mask, flat=self._positions.pop(name, None))
         flat = layer.flat_positions()  # the new positions, CSR order
         if dense_weight is not None:
             layer.values.copy_(dense_weight.reshape(-1)[flat])  # a gather: 6x faster than w[mask]
@@ -341,11 +356,20 @@ class SparseExecution:
 
     @torch.no_grad()
     def _zero_state(self, name: str) -> None:
-        positions = self._zero_at.pop(name, None)
-        if positions is None:
+        given = self._zero_at.pop(name, None)
+        if not given:
             return
         layer = self._layers[name]
-        at = positions.to(self._masks[name].device).reshape(-1)[layer.flat_positions()]
+        flat = layer.flat_positions()
+        at = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        for positions in given:
+            positions = positions.to(flat.device)
+            if positions.dtype == torch.bool:
+                at |= positions.reshape(-1)[flat]
+            elif positions.numel() and flat.numel():  # flat indices: those among the layer's positions
+                positions = positions.reshape(-1).contiguous()
+                where = torch.searchsorted(flat, positions).clamp(max=flat.numel() - 1)
+                at[where[flat[where] == positions]] = True
         for opt in self._optimizers:
             for value in opt.state.get(layer.values, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == at.shape:
@@ -362,12 +386,12 @@ class SparseExecution:
         try:
             yield _DenseView(self.model, self._view)
             for n, before in self._pending.items():
-                if not torch.equal(before, self._masks[n]):
+                if self._changed(n, before):
                     self._rebuild(n, self._view[n].detach())
             for n in list(self._zero_at):
                 self._zero_state(n)
         finally:
-            self._view, self._pending = None, {}
+            self._view, self._pending, self._positions = None, {}, {}
 
     def _want_dense_grads(self, who: object, wants: bool) -> None:
         if wants:

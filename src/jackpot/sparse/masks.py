@@ -61,18 +61,40 @@ def top_k(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None, tie
 
 def _top_k_excluding(flat: torch.Tensor, k: int, excluded: torch.Tensor, ties: str) -> torch.Tensor:
     keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    keep[top_k_indices(flat, k, excluded, ties)] = True
+    return keep
+
+
+def top_k_indices(scores: torch.Tensor, k: int, excluded: torch.Tensor, ties: str = "index",
+                  scratch: bool = False) -> torch.Tensor:
+    """Flat indices of the set `top_k(scores, k, excluded=excluded)` marks (in no set order):
+    for a caller that holds positions as indices (a sparse layer's update), not as a mask.
+    `scratch`: `scores` is the caller's own float32 tensor, free to overwrite (no copy of it)."""
+    flat = scores.flatten()
     if k <= 0:
-        return keep
+        return excluded.new_zeros(0, dtype=torch.long)
     if k >= flat.numel() - excluded.numel():
-        keep.fill_(True)
+        keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
         keep[excluded] = False
-        return keep
+        return keep.nonzero().squeeze(1)
     values = flat.float()
-    if values.data_ptr() == flat.data_ptr():  # float32 already: the caller's tensor, not ours to write
+    if values.data_ptr() == flat.data_ptr() and not scratch:  # the caller's tensor, not ours to write
         values = values.clone()
     # what torch.where(allowed, scores, -inf) gives, at O(excluded) instead of a dense pass
-    keep[_best(values.index_fill_(0, excluded.to(values.device), float("-inf")), k, ties)] = True
-    return keep
+    return _best(values.index_fill_(0, excluded.to(values.device), float("-inf")), k, ties)
+
+
+def flat_nonzero(flags: torch.Tensor) -> torch.Tensor:
+    """flags.flatten().nonzero().squeeze(1), faster when few are set: on a CPU torch's nonzero
+    reads a bool tensor one byte at a time; here the 8-byte words holding any True are found
+    first and only those are read bytewise (3x faster on 16.7M flags with 0.1% set)."""
+    flat = flags.flatten()
+    if (flat.device.type != "cpu" or flat.numel() % 8 or flat.storage_offset() % 8
+            or flat.numel() < FAST_SELECT_MIN):
+        return flat.nonzero().squeeze(1)
+    words = flat.view(torch.int64).nonzero().squeeze(1)
+    within = flat.view(-1, 8)[words].nonzero()  # (word row, byte) in ascending order
+    return words[within[:, 0]] * 8 + within[:, 1]
 
 
 def _best(values: torch.Tensor, k: int, ties: str) -> torch.Tensor:
@@ -124,16 +146,29 @@ def _past_threshold(values: torch.Tensor, k: int) -> torch.Tensor:
     if r >= m:
         return _stable_best(values, k)
     threshold = torch.topk(sample, r, sorted=False).values.min()
-    candidates = (values >= threshold).nonzero().squeeze(1)
+    candidates = flat_nonzero(values >= threshold)
     if candidates.numel() < k:  # an unlucky sample: the threshold would lose some of the k
         return _stable_best(values, k)
     if candidates.numel() > 3 * k + 1024:  # a mass of equal values at the threshold (ReLU's zero gradients)
-        above = (values > threshold).nonzero().squeeze(1)
+        above = flat_nonzero(values > threshold)
         if above.numel() <= k:  # all of them, then the earliest of those equal to the threshold
-            at = (values == threshold).nonzero().squeeze(1)[:k - above.numel()]
+            at = (values == threshold).nonzero().squeeze(1)[:k - above.numel()]  # a mass: plain nonzero
             return torch.cat([above, at])
         candidates = above
-    return candidates[_stable_best(values[candidates], k)]
+    return candidates[_earliest_best(values[candidates], k)]
+
+
+def _earliest_best(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The set of the first k of a stable descending sort of `values` (no NaN), in ascending
+    index order, by the k-th highest value (a selection, 3.5x faster than the sort): all above it,
+    then the earliest of those equal to it."""
+    m = values.numel()
+    if k >= m:
+        return torch.arange(m, device=values.device)
+    kth = torch.kthvalue(values, m - k + 1).values
+    above, equal = values > kth, values == kth
+    need = k - int(torch.count_nonzero(above))
+    return (above | (equal & (equal.cumsum(0) <= need))).nonzero().squeeze(1)
 
 
 def random_positions(size: int, count: int, generator: torch.Generator,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import JackpotError
+from .masks import flat_nonzero
 
 # torch warns once per process that sparse CSR is "beta": use that one warning up here, quietly
 # (export's kernels import this module for the same reason).
@@ -65,7 +66,7 @@ class _SparseMatmul(torch.autograd.Function):
         g = _wide(grad_out)
         if ctx.needs_input_grad[0]:
             # dL/dx = g W, computed as (W^T g^T)^T with the transposed CSR built once per structure.
-            wt = _csr(layer.crow_t, layer.col_t, _wide(values)[layer.perm_t], layer.shape[::-1])
+            wt = _csr(layer.crow_t, layer.col_t, torch.index_select(_wide(values), 0, layer.perm_t), layer.shape[::-1])
             grad_x = torch.mm(wt, g.t()).t().to(x.dtype)
         if ctx.needs_input_grad[1]:
             # dL/dW[r, c] = sum_b g[b, r] x[b, c], only at the nnz positions (values are
@@ -185,17 +186,18 @@ class SparseLinear(nn.Module):
         """The active positions as flat (row-major) indices of the dense weight, in values' order."""
         return self.rows() * self.in_features + self.col.long()
 
-    def update_mask(self, new_mask: torch.Tensor, init: str = "zero") -> tuple[torch.Tensor, torch.Tensor]:
+    def update_mask(self, new_mask: torch.Tensor, init: str = "zero",
+                    flat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Rebuild the structure for `new_mask`. Returns (src, dst): new_values[dst] = old_values[src]
         for the kept weights, so callers can carry optimizer state across (the new positions are
-        `flat_positions()`)."""
+        `flat_positions()`). `flat`: new_mask's flat positions (ascending) when the caller has them."""
         if init != "zero":
             raise JackpotError(f"update_mask: unknown init {init!r} (supported: zero)")
         new_mask = new_mask.to(device=self.values.device, dtype=torch.bool)
         if tuple(new_mask.shape) != self.shape:
             raise JackpotError(f"mask shape {tuple(new_mask.shape)} != weight shape {self.shape}")
         old_flat = self.flat_positions()  # sorted (row-major)
-        new_flat = new_mask.flatten().nonzero().flatten()
+        new_flat = flat_nonzero(new_mask) if flat is None else flat.to(device=self.values.device, dtype=torch.long)
         if new_flat.numel():
             pos = torch.searchsorted(new_flat, old_flat).clamp(max=new_flat.numel() - 1)
             src = (new_flat[pos] == old_flat).nonzero().flatten()

@@ -27,8 +27,9 @@ class Sparsifier:
     def masks(self) -> Masks:
         return self._masks
 
-    def set_masks(self, masks: Masks) -> None:
-        """Install new masks: zero the weights and optimizer state that are now pruned."""
+    def set_masks(self, masks: Masks, positions: dict[str, torch.Tensor] | None = None) -> None:
+        """Install new masks: zero the weights and optimizer state that are now pruned.
+        (`positions`, the new masks' flat positions some callers hold, matter to sparse execution only.)"""
         masks.check_against(self.model)
         self._masks = Masks({n: m.to(self._params[n].device) for n, m in masks.items()})
         self._names = list(self._masks)
@@ -64,7 +65,11 @@ class Sparsifier:
     @torch.no_grad()
     def zero_state_at(self, name: str, positions: torch.Tensor) -> None:
         """Zero every attached optimizer's state of parameter `name` at `positions` (bool, its
-        shape): e.g. weights a DST update has just grown start with no momentum."""
+        shape, or flat indices): e.g. weights a DST update has just grown start with no momentum."""
+        if positions.dtype != torch.bool:
+            flags = torch.zeros(self._params[name].numel(), dtype=torch.bool, device=positions.device)
+            flags[positions.reshape(-1)] = True
+            positions = flags.view(self._params[name].shape)
         for opt in self._optimizers:
             for value in opt.state.get(self._params[name], {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == positions.shape:
