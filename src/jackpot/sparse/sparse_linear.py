@@ -112,7 +112,8 @@ class SparseLinear(nn.Module):
             raise JackpotError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(w.shape)}")
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
         layer.to(device=w.device, dtype=w.dtype)
-        layer._set_structure(mask, w[mask])  # row-major order = CSR order
+        flat = flat_nonzero(mask)  # row-major order = CSR order
+        layer._set_structure(mask, w.reshape(-1)[flat], flat=flat)
         if linear.bias is not None:
             layer.bias.data.copy_(linear.bias.detach())
         return layer
