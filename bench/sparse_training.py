@@ -17,9 +17,10 @@ masked and sparse runs interleaved (alternating order per repetition), medians:
      60 steps (B=64, SGD momentum) masked vs --execution sparse (channel-removed convs), and the
      exported model vs the baked dense model at inference, batch 64 and 1.
 
-  5. --long: the 99% run again over 1000 steps at delta_t 100 (7 mask updates), one repetition.
+  5. --long: the 99% run again over 1000 steps at delta_t 100 (7 mask updates), one repetition;
+     --long-steps N for another length (t_end is 75% of it: 2000 steps make 14 updates).
 
-  python bench/sparse_training.py [--quick] [--long]
+  python bench/sparse_training.py [--quick] [--long [--long-steps N]]
 """
 from __future__ import annotations
 
@@ -216,7 +217,7 @@ def conv_channels(reps: int, steps: int = 60) -> dict:
 LONG = 1000  # --long: one 1000-step repetition at 99% (about 10 min)
 
 
-def main(quick: bool = False, long: bool = False) -> dict:
+def main(quick: bool = False, long: bool = False, long_steps: int = LONG) -> dict:
     setup_threads(1)
     results = {}
     with tempfile.TemporaryDirectory() as d:
@@ -232,12 +233,12 @@ def main(quick: bool = False, long: bool = False) -> dict:
             res = end_to_end(cfg, 1 if quick else 2, tmp)
             results[f"mlp4096_rigl_{round(100 * (1 - density))}"] = res
             if long and density == 0.01:  # the one-off work (~10 s, the same in both modes) amortised
-                cfg = replace(cfg, train=replace(cfg.train, duration=f"{LONG}it"),
+                cfg = replace(cfg, train=replace(cfg.train, duration=f"{long_steps}it"),
                               data=replace(cfg.data, dataset=f"npz:{synthetic_npz(tmp / 'long.npz', WIDTH, 64 * 100, 500)}"),
                               sparse=replace(cfg.sparse, delta_t=100))
                 long_res = end_to_end(cfg, 1, tmp)
                 results["mlp4096_rigl_99_long"] = long_res
-                print(f"4096-MLP rigl 99%, {LONG} steps, delta_t 100: end-to-end masked/sparse "
+                print(f"4096-MLP rigl 99%, {long_steps} steps, delta_t 100: end-to-end masked/sparse "
                       f"{long_res['wallclock_ratio']:.2f}x (step {long_res.get('step_ratio', float('nan')):.2f}x), "
                       f"seconds {long_res['seconds']}, test acc {long_res['test_acc']}", flush=True)
             print(f"4096-MLP rigl {100 * (1 - density):.0f}%: end-to-end masked/sparse {res['wallclock_ratio']:.2f}x "
@@ -271,4 +272,5 @@ def main(quick: bool = False, long: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main("--quick" in sys.argv, "--long" in sys.argv), indent=1, default=str))
+    steps = int(sys.argv[sys.argv.index("--long-steps") + 1]) if "--long-steps" in sys.argv else LONG
+    print(json.dumps(main("--quick" in sys.argv, "--long" in sys.argv, steps), indent=1, default=str))
