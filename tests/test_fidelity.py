@@ -259,8 +259,8 @@ def forward_counter(monkeypatch):
     current = {}  # id(weight) -> mask
     original = sp.Sparsifier.set_masks
 
-    def set_masks(self, masks):
-        original(self, masks)
+    def set_masks(self, masks, positions=None):
+        original(self, masks, positions)
         params = dict(self.model.named_parameters())
         for n, m in self.masks.items():
             current[id(params[n])] = m.clone()

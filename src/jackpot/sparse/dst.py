@@ -231,11 +231,8 @@ class DropGrow:
             else:
                 changes[l.name] = self._change_by_index(l, kept[l.name], n_grow[l.name])
         new = Masks({n: c.mask for n, c in changes.items()})
-        positions = {n: c.positions for n, c in changes.items() if c.positions is not None}
-        if positions:  # a sparse execution's layers: their rebuilds take the positions as they are
-            sparsifier.set_masks(new, positions=positions)
-        else:
-            sparsifier.set_masks(new)
+        # a sparse execution's layers: their rebuilds take the new positions as they are
+        sparsifier.set_masks(new, positions={n: c.positions for n, c in changes.items() if c.positions is not None})
         ever = []
         for l in layers:
             seen = self.ever_active.get(l.name)
