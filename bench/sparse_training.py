@@ -3,7 +3,7 @@ masked and sparse runs interleaved (alternating order per repetition), medians:
 
   1. `jackpot sparse --method rigl` (in process: jackpot.procedures.run) on a 4-layer MLP of width
      4096 (4096-4096-4096-4096-10, synthetic 4096-feature npz), uniform 95% and 99%, 200 steps
-     (B=64, Adam, one mask update at delta_t = 100), 2 repetitions: end-to-end
+     (B=64, Adam at its default lr 1e-3, one mask update at delta_t = 100), 2 repetitions: end-to-end
      wall-clock ratio masked/sparse (data, init, per-layer choice, mask updates, evaluation and
      files included), the median step-time ratio, test accuracy of both, and the bytes of
      parameters + optimizer state (sparse: values; plus its index buffers, reported apart).
@@ -19,6 +19,11 @@ masked and sparse runs interleaved (alternating order per repetition), medians:
 
   5. --long: the 99% run again over 1000 steps at delta_t 100 (7 mask updates), one repetition;
      --long-steps N for another length (t_end is 75% of it: 2000 steps make 14 updates).
+
+  Why lr 1e-3: at lr 1e-2 this synthetic task's training loss falls to ~1e-10 within 300 steps and
+  the sparse run's backward meets subnormal floats, which slow the CSR products and sampled products
+  on a CPU (the sparse step went from 15 to 39 ms over 500 steps; with torch.set_flush_denormal(True)
+  it stayed at 14 ms; MKL's dense GEMM of the masked run did not slow). docs/performance.md.
 
   python bench/sparse_training.py [--quick] [--long [--long-steps N]]
 """
@@ -227,7 +232,7 @@ def main(quick: bool = False, long: bool = False, long_steps: int = LONG) -> dic
         for density in (0.05, 0.01):
             cfg = RunConfig(kind="sparse", data=DataConfig(dataset=f"npz:{npz}", batch_size=BATCH),
                             model=ModelConfig(model="bench-mlp-4096"),
-                            train=TrainConfig(optimizer="adam", lr=1e-2, duration=f"{steps}it"),
+                            train=TrainConfig(optimizer="adam", lr=1e-3, duration=f"{steps}it"),
                             sparse=SparseConfig(method="rigl", density=density, distribution="uniform",
                                                 delta_t=steps // 2))
             res = end_to_end(cfg, 1 if quick else 2, tmp)

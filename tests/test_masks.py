@@ -8,7 +8,7 @@ from jackpot.sparse import Masks, keep_count, prunable_names, prune, scores_magn
 from jackpot.sparse import Sparsifier
 from jackpot.sparse import masks as masks_mod
 from jackpot.sparse.dst import UpdateSchedule, make_method
-from jackpot.sparse.masks import flat_nonzero, top_k, top_k_indices
+from jackpot.sparse.masks import flat_nonzero, pack_flags, top_k, top_k_indices, unpack_flags
 
 
 def lenet_masks():
@@ -235,3 +235,47 @@ def test_flat_nonzero_equals_nonzero(n, share):
         for part in (flags[1:-7], flags[8:]):
             assert torch.equal(flat_nonzero(part), part.nonzero().squeeze(1))
         assert torch.equal(flat_nonzero(flags.view(8, -1)), flags.nonzero().squeeze(1))
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (8,), (9,), (3, 5), (4, 3, 3, 3), (64, 129)])
+def test_pack_flags_round_trips_and_stores_a_bit_a_flag(shape):
+    g = torch.Generator().manual_seed(5)
+    flags = torch.rand(shape, generator=g) < 0.3
+    packed = pack_flags(flags)
+    assert packed["packed_flags"].dtype == torch.uint8
+    assert packed["packed_flags"].numel() == -(-flags.numel() // 8)  # ceil(n / 8) bytes
+    back = unpack_flags(packed)
+    assert back.dtype == torch.bool and back.shape == flags.shape and torch.equal(back, flags)
+    # bit i of byte j is flag 8j + i (an independent decoding)
+    flat = flags.flatten().tolist()
+    for j, byte in enumerate(packed["packed_flags"].tolist()):
+        assert [(byte >> i) & 1 for i in range(8)][:len(flat[8 * j:8 * j + 8])] == flat[8 * j:8 * j + 8]
+    assert torch.equal(unpack_flags(flags), flags)  # an unpacked (older) checkpoint's tensor passes
+    assert torch.equal(unpack_flags(pack_flags(flags[..., ::2] if flags.dim() > 1 else flags)),
+                       flags[..., ::2] if flags.dim() > 1 else flags)  # a strided view packs by value
+
+
+def test_a_few_random_positions_of_many_are_the_first_distinct_uniform_draws():
+    from jackpot.sparse.masks import FEW, random_positions
+    pool, count = 100_000, 1_000
+    assert count * FEW <= pool  # the draw path, not randperm
+    flat = random_positions(pool, count, torch.Generator().manual_seed(3))
+    assert int(flat.sum()) == count
+    assert torch.equal(flat, random_positions(pool, count, torch.Generator().manual_seed(3)))
+    # an independent reading of the same stream: the first `count` distinct of its uniform draws
+    draws = torch.randint(pool, (count + count // 8 + 16,), generator=torch.Generator().manual_seed(3)).tolist()
+    seen = []
+    for v in draws:
+        if v not in seen:
+            seen.append(v)
+    assert sorted(seen[:count]) == flat.nonzero().squeeze(1).tolist()
+
+
+def test_random_positions_are_uniform_on_both_paths():
+    from jackpot.sparse.masks import random_positions
+    g = torch.Generator().manual_seed(0)
+    for pool, count in ((64, 4), (64, 16)):  # the distinct-draws path and the randperm path
+        hits = torch.stack([random_positions(pool, count, g) for _ in range(4000)]).sum(0).double()
+        mean, sd = 4000 * count / pool, (4000 * count / pool * (1 - count / pool)) ** 0.5
+        assert float((hits - mean).abs().max()) < 5 * sd
+        assert torch.all(hits.sum() == 4000 * count)

@@ -100,7 +100,9 @@ def test_masked_and_sparse_execution_make_the_same_updates_and_end_with_the_same
     assert sparse_record["execution"]["masked"] == ["0.weight"]
     assert "execution" not in dense_record
     assert isinstance(model[2], nn.Linear)  # the caller's model is dense again, with the trained weights
-    assert torch.equal(model[2].weight.detach(), sparse["2.weight"])
+    # every tensor as final.pt holds it: the masked reference timed after training left no trace
+    assert all(torch.equal(v, sparse[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
 
 
 def _layer_state(optimizer, param, mask=None):
@@ -198,6 +200,9 @@ def test_a_killed_sparse_run_resumes_with_its_recorded_layer_choice_and_ends_ide
         stage_run(tmp_path / "killed", "sparse", "rigl", steps=100, optimizer="adam")
     monkeypatch.setattr(loop.F, "cross_entropy", real)
     assert (tmp_path / "killed/sparse/rigl/checkpoint.pt").exists()
+    ckpt = torch.load(tmp_path / "killed/sparse/rigl/checkpoint.pt", weights_only=False)
+    flags = list(ckpt["masks"].values()) + list(ckpt["callbacks"][0]["ever_active"].values())
+    assert flags and all(f["packed_flags"].dtype == torch.uint8 for f in flags)  # 8 flags a byte on disk
     measured = len(calls)
     resumed, _, record, _ = stage_run(tmp_path / "killed", "sparse", "rigl", steps=100, optimizer="adam")
     assert len(calls) == measured  # the checkpoint's choice, not a new measurement
@@ -329,3 +334,18 @@ def test_zero_state_at_takes_a_mask_or_flat_indices_alike(monkeypatch):
         for k in ("exp_avg", "exp_avg_sq"):
             assert torch.allclose(layer0[k], first[0][k], atol=1e-7), key
             assert torch.allclose(layer2[k], first[1][k], atol=1e-7), key
+
+
+@pytest.mark.parametrize("fast, slow, decided", [
+    (0.005, 0.1, True),     # a slow masked form 20x the sparse one: one call decides
+    (0.005, 0.045, False),  # 9x, but a 45 ms call might hold a preemption: rounds
+    (0.02, 0.035, True),    # both over SLOW and CLEAR apart
+    (0.02, 0.025, False),   # both slow, too close
+    (0.004, 0.012, False),  # both fast: rounds
+])
+def test_one_call_decides_only_when_the_gap_cannot_be_noise(monkeypatch, fast, slow, decided):
+    timed = iter([fast, slow])
+    monkeypatch.setattr(execution, "seconds_per_call", lambda fn, n, dev: next(timed))
+    monkeypatch.setattr(execution, "time_interleaved", lambda fns, rounds, device: "rounds")
+    out = execution._time_forms({"sparse": lambda: None, "masked": lambda: None}, "cpu", 5)
+    assert out == ({"sparse": fast, "masked": slow} if decided else "rounds")

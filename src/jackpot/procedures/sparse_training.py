@@ -136,7 +136,8 @@ def _summary(ctx: RunContext, model: torch.nn.Module, total: int, width: float, 
     ran (TrainingFlopsMeter, RigL appendix H step by step) against a dense run of the same length."""
     s, shape, ds = ctx.cfg.sparse, ctx.dataset.input_shape, ctx.dataset
     masks = Masks.load(ctx.run.stage("train", "mask.pt")) if ctx.run.stage("train", "mask.pt").exists() else None
-    dense_model = ctx.new_model(("init",))
+    # dense FLOPs and size read the architecture only: the run's own model is it at full width
+    dense_model = model if width == 1.0 else ctx.new_model(("init",))
     f_dense = inference_flops(dense_model, shape)["dense"]
     f_sparse = inference_flops(model, shape, masks)["sparse"]
     if "train_flops" not in record:

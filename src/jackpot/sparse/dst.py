@@ -35,7 +35,7 @@ import torch
 from ..config import derive_seed
 from ..errors import JackpotError
 from ..models.init import sample_init
-from .masks import Masks, top_k, top_k_indices
+from .masks import Masks, pack_mask_dict, top_k, top_k_indices, unpack_mask_dict
 from .schedules import Schedule
 from .sparsifier import Sparsifier
 
@@ -317,13 +317,13 @@ class DropGrow:
 
     def state_dict(self) -> dict:
         return {"stats": dict(self.stats), "grad_sum": dict(self.grad_sum), "history": list(self.history),
-                "ever_active": dict(self.ever_active), **{a: getattr(self, a) for a in self.adapted}}
+                "ever_active": pack_mask_dict(self.ever_active), **{a: getattr(self, a) for a in self.adapted}}
 
     def load_state_dict(self, state: dict) -> None:
         self.stats = dict(state.get("stats", {}))
         self.grad_sum = dict(state.get("grad_sum", {}))
         self.history = list(state.get("history", []))
-        self.ever_active = dict(state.get("ever_active", {}))
+        self.ever_active = unpack_mask_dict(state.get("ever_active", {}))
         for a in self.adapted:
             setattr(self, a, state.get(a, getattr(self, a)))
 

@@ -180,13 +180,72 @@ def _earliest_best(values: torch.Tensor, k: int) -> torch.Tensor:
 def random_positions(size: int, count: int, generator: torch.Generator,
                      allowed: torch.Tensor | None = None) -> torch.Tensor:
     """Flat bool tensor of `size` entries with `count` of them True, drawn uniformly (among the flat
-    indices `allowed`, when given) by one randperm of the pool: the one way every random mask is drawn,
-    so a seed gives the same positions whichever builder asks."""
+    indices `allowed`, when given): the one way every random mask is drawn, so a seed gives the same
+    positions whichever builder asks. A randperm of the pool, or for a few of many (count at most
+    pool / FEW) the first `count` distinct of uniform draws (the same distribution: sampling without
+    replacement; 1% of 16.7M in ~30 ms instead of a 0.35 s randperm)."""
     flat = torch.zeros(size, dtype=torch.bool)
     pool = size if allowed is None else allowed.numel()
-    picked = torch.randperm(pool, generator=generator)[:count]
+    if count * FEW <= pool:
+        picked = _first_distinct_draws(pool, count, generator)
+    else:
+        picked = torch.randperm(pool, generator=generator)[:count]
     flat[picked if allowed is None else allowed[picked]] = True
     return flat
+
+
+_BIT_WEIGHTS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def pack_flags(flags: torch.Tensor) -> dict:
+    """A bool tensor as its shape and 8 flags a byte: what checkpoints store of masks and DST
+    records (16.7M flags are 2 MB, not 16.7 MB; a checkpoint of a 4096-wide MLP went from 100 MB
+    of flags to 12 MB). unpack_flags inverts it."""
+    flat = flags.detach().flatten().cpu()
+    pad = -flat.numel() % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    columns = flat.view(-1, 8).view(torch.uint8)
+    bits = columns[:, 0].clone()
+    for i in range(1, 8):  # a column at a time: 4x faster than a weighted sum over rows of 8
+        bits |= columns[:, i] << i
+    return {"packed_flags": bits, "shape": list(flags.shape)}
+
+
+def unpack_flags(packed) -> torch.Tensor:
+    """pack_flags's bool tensor back; a plain bool tensor (a checkpoint written before packing)
+    passes as it is."""
+    if isinstance(packed, torch.Tensor):
+        return packed
+    shape = [int(s) for s in packed["shape"]]
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8)
+    flat = (packed["packed_flags"].unsqueeze(1) & weights).ne(0).flatten()
+    return flat[:math.prod(shape)].view(shape)
+
+
+def pack_mask_dict(masks: dict) -> dict:
+    return {n: pack_flags(m) for n, m in masks.items()}
+
+
+def unpack_mask_dict(packed: dict) -> dict:
+    return {n: unpack_flags(m) for n, m in packed.items()}
+
+
+FEW = 16
+
+
+def _first_distinct_draws(pool: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """The first `count` distinct values, in draw order, of uniform draws from range(pool)."""
+    picked = torch.empty(0, dtype=torch.int64)
+    while picked.numel() < count:
+        need = count - picked.numel()
+        # expected repeats are about count / pool of the draws (under 1/FEW): one round nearly always
+        draws = torch.cat([picked, torch.randint(pool, (need + need // 8 + 16,), generator=generator)])
+        values, inverse = torch.unique(draws, return_inverse=True)
+        first = torch.full_like(values, draws.numel()).scatter_reduce_(
+            0, inverse, torch.arange(draws.numel()), "amin")
+        picked = draws[first.sort().values[:count]]
+    return picked
 
 
 class Masks(dict):
