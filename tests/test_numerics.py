@@ -156,3 +156,27 @@ def test_devices_backends_and_workers_jackpot_cannot_use_are_refused_before_anyt
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err, err
     assert not store.exists()
+
+
+def test_denormals_flush_makes_training_arithmetic_flush_subnormals_and_is_its_own_run(tiny_npz, tmp_path,
+                                                                                       monkeypatch):
+    import jackpot.train.loop as loop
+    real, seen = loop.F.cross_entropy, []
+
+    def probing(*a, **kw):  # a subnormal times one, in the training step's arithmetic
+        seen.append(float(torch.tensor([1e-39]) * torch.tensor([1.0])))
+        return real(*a, **kw)
+    monkeypatch.setattr(loop.F, "cross_entropy", probing)
+    try:
+        keep = _run(tmp_path / "keep", tiny_npz)
+        kept, seen[:] = list(seen), []
+        flush = _run(tmp_path / "flush", tiny_npz, "--denormals", "flush")
+        flushed = list(seen)
+    finally:
+        torch.set_flush_denormal(False)
+    assert kept and all(v == pytest.approx(1e-39, rel=1e-3) for v in kept)
+    assert flushed and all(v == 0.0 for v in flushed)
+    assert keep.name != flush.name  # hashed: a different computation
+    assert json.loads((flush / "config.json").read_text())["canonical"]["train"]["denormals"] == "flush"
+    with pytest.raises(JackpotError, match="denormals"):
+        numerics.configure_device(torch.device("cpu"), "fp32", True, "sometimes")

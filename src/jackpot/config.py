@@ -90,6 +90,10 @@ class TrainConfig:
                           "none: eager")
     deterministic: bool = option(True, "CUDA: deterministic kernels, no cuDNN benchmarking (CPU runs are "
                                  "deterministic for a fixed thread count either way)", hashed=False)
+    denormals: str = option("keep", "CPU subnormal floats: keep (IEEE arithmetic, PyTorch's default) or flush "
+                            "(to zero, TensorFlow's CPU default): near-zero training losses make sparse kernels "
+                            "meet subnormals and slow 2-3x; hashed (results differ below ~1e-38)",
+                            choices=("keep", "flush"))
     execution: str = option("masked", "masked: masked dense layers; sparse: each masked Linear stores and "
                             "trains only its active weights, and each conv whose mask empties whole channels "
                             "runs as the smaller dense conv, where measured faster (sparse/execution.py); "

@@ -124,7 +124,7 @@ def train_stage(stage: Stage) -> dict:
     if primary:
         make_dirs(d)
     t = stage.train
-    numerics.configure_device(stage.device, t.precision, t.deterministic)
+    numerics.configure_device(stage.device, t.precision, t.deterministic, t.denormals)
     model = numerics.memory_format(stage.model.to(stage.device), t.channels_last)
     sparsifier = _sparsifier(stage, model, d / "checkpoint.pt")
     optimizer = build_optimizer(model.parameters(), stage.train)

@@ -12,6 +12,11 @@ determinism, memory format and compilation. What each guarantees:
                 deterministic kernel), cuDNN deterministic without benchmarking,
                 CUBLAS_WORKSPACE_CONFIG=:4096:8. On CPU the kernels jackpot uses are deterministic
                 for a fixed thread count already (jackpot records and checks it), so nothing changes.
+    denormals   keep: IEEE subnormal floats (PyTorch's default); flush: subnormal inputs and results
+                are zero on the CPU (torch.set_flush_denormal; TensorFlow's CPU default). Where a
+                training loss nears 0 (a 4096-wide MLP at 99% sparsity, Adam lr 1e-2: loss 1e-10 by
+                step 300) the sparse kernels' backward meets subnormals and its steps slowed from 15
+                to 39 ms; flushed they stayed at 14 ms (MKL's dense GEMM did not slow either way).
     channels_last  4-d activations and conv weights in NHWC order (faster convolutions on GPUs)
     compile     torch.compile of the forward (a backend name: inductor, aot_eager, ...)
 """
@@ -28,8 +33,11 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def configure_device(device: torch.device, precision: str, deterministic: bool) -> None:
+def configure_device(device: torch.device, precision: str, deterministic: bool, denormals: str = "keep") -> None:
     """Global switches of this process for `device` (set at the start of every stage)."""
+    if denormals not in ("keep", "flush"):
+        raise JackpotError(f"unknown denormals setting {denormals!r}; choose keep or flush")
+    torch.set_flush_denormal(denormals == "flush")  # the CPU's switch, whatever device trains
     if device.type != "cuda":
         return
     if deterministic:
