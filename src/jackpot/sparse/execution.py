@@ -7,9 +7,9 @@ optimizer step) as masked dense and as SparseLinear, at the rows it really sees 
 one training batch, at this process's thread count, in interleaved rounds (sparse.timing, the
 clock export uses): for slow layers (a call over SLOW seconds, where rounds are costly and a
 context switch is small beside a call) one call each decides when one form is CLEAR x faster, and
-so does one call of a form over SLOW_DECISIVE seconds DECISIVE x slower than the other (a 99%-sparse
-4096-wide layer: rounds of its masked form cost ~1 s a layer), else `rounds`; layers of one shape, count and input are timed once. The faster form wins;
-convolutions and other layers stay masked dense. The choice (with its times) is kept in the
+so does one call of a form over SLOW_DECISIVE seconds DECISIVE x slower than the other (a
+99%-sparse 4096-wide layer: rounds of its masked form cost ~1 s a layer), else `rounds`; layers of
+one shape, count and input are timed once. The faster form wins; convolutions and other layers stay masked dense. The choice (with its times) is kept in the
 stage's checkpoint, so a resumed stage runs the same layers the same way, and in its done.json.
 
 `SparseExecution` presents what the training loop and the mask methods use of a `Sparsifier`

@@ -8,7 +8,6 @@ the checkpoint are dropped on resume, so the metrics file also ends identical.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
