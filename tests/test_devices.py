@@ -150,6 +150,29 @@ def test_bf16_sparse_linear_forward_backward_match_dense_masked_bf16():
         torch.testing.assert_close(layer.values.grad, w.grad[mask], rtol=2e-2, atol=2e-2)
 
 
+def test_sparse_linear_backward_under_cpu_bf16_autocast_runs_in_float32():
+    """`--precision bf16` on a CPU: the backward runs under autocast, which would hand the CSR
+    products bf16 operands (MKL has no such kernel): they run in float32, so the gradients are
+    those of the same layer without autocast, exactly."""
+    torch.manual_seed(0)
+    dense = nn.Linear(24, 16)
+    mask = torch.rand(16, 24) < 0.3
+    layer = SparseLinear.from_dense(dense, mask)
+    layer.capture_dense_grad = True
+    x = torch.randn(5, 24)
+    grads = []
+    for autocast in (False, True):
+        xs = x.clone().requires_grad_()
+        layer.zero_grad()
+        layer.dense_grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = layer(xs).square().sum()
+            loss.backward()
+        grads.append((xs.grad, layer.values.grad, layer.dense_grad))
+    for plain, cast in zip(*grads):
+        assert cast.dtype == torch.float32 and torch.equal(plain, cast)
+
+
 # --- item 2: export and bench on the weight's device and dtype; one synchronized clock --------------
 
 def test_timing_waits_for_cuda_before_and_after(monkeypatch):

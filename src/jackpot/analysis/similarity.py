@@ -15,6 +15,8 @@ def resolve_mask(ref: str, store=None) -> Masks:
     if Path(ref).is_file():
         return Masks.load(ref)
     name, _, level = ref.partition(":")
+    if level and not level.isdigit():
+        raise JackpotError(f"{ref!r}: the level after ':' must be a whole number, e.g. {name}:2")
     run = find_run(name, store)
     path = procedure(run.config().kind).mask_path(run, int(level) if level else None)
     if not path.exists():

@@ -48,6 +48,8 @@ def cmd_bench(args) -> int:
         raise JackpotError(f"--threads must be positive, got {args.threads}")
     if args.run and (args.model or args.density is not None):
         raise JackpotError("give either a RUN or --model/--density, not both")
+    if args.density is not None:
+        check_fraction(args.density, "--density")
     device = resolve_device(args.device)
     if args.run:
         model, masks, shape, classes, _ = _trained_sparse(args)

@@ -74,6 +74,9 @@ def seeds(text: str | None, default: int) -> list[int]:
         out = []
     if not out:
         raise JackpotError(f"--seeds takes comma-separated integers, got {text!r}")
+    repeated = sorted({s for s in out if out.count(s) > 1})
+    if repeated:  # one run counted twice in the table would bias its mean and spread
+        raise JackpotError(f"--seeds {text}: seed {', '.join(map(str, repeated))} is listed twice")
     return out
 
 

@@ -8,7 +8,7 @@ from ..models import create_model, list_models
 from ..procedures import procedure
 from ..procedures.context import read_dataset_record
 from ..sparse import Masks, prunable_names
-from ..sparse.distributions import layer_densities, random_masks
+from ..sparse.distributions import check_collapse, counts_from_densities, layer_densities, random_masks
 from ..store import Run, load_weights, stage_done, stage_problem
 
 
@@ -39,9 +39,15 @@ def random_sparse(model_name: str, density: float, budget: str = "uniform", seed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model(model_name)
+    if budget == "global":  # a global budget ranks scores; a random mask has none
+        raise JackpotError("--budget global ranks scores, and a benchmark's mask is random: choose a per-layer "
+                           "budget (uniform, erk, er, smart-ratio, uniform-first-dense)")
     names = prunable_names(model)
-    masks = random_masks(model, names, layer_densities(budget, model, names, density),
-                         torch.Generator().manual_seed(seed))
+    densities = layer_densities(budget, model, names, density)
+    params = dict(model.named_parameters())
+    check_collapse(counts_from_densities(densities, {n: params[n].shape for n in names}),
+                   refusal=f"layer collapse: {{layers}} would keep no weights at --density {density:g}; raise it")
+    masks = random_masks(model, names, densities, torch.Generator().manual_seed(seed))
     info = next(i for i in list_models() if i.name == model_name)
     return model, masks, {"name": model_name, "input_shape": info.default_input_shape,
                           "num_classes": info.default_num_classes}

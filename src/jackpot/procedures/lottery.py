@@ -61,7 +61,7 @@ from ..config import KindSpec, RunConfig, parse_layer_map, parse_step, split_lis
 from ..data.corrupt import check_corruption
 from ..errors import JackpotError
 from ..sparse import Masks, prune, scores_magnitude
-from ..sparse.distributions import check_collapse, counts_from_densities
+from ..sparse.distributions import BUDGETS, check_collapse, counts_from_densities
 from ..sparse.prunable import check_layer_names, output_layer, weight_layers
 from ..sparse.pruning import keep_top, kept_count, prune_groups
 from ..sparse.schedules import Schedule
@@ -132,6 +132,15 @@ def _planned_collapse(ctx: RunContext, model: torch.nn.Module) -> None:
     counts of layerwise groups follow from their sizes alone (global pools and budgets depend on
     the weights, so they are checked when each level's mask is made)."""
     p, lot = ctx.cfg.prune, ctx.cfg.lottery
+    if lot.budget and lot.budget != "global":  # a fixed budget's counts follow from the sizes too
+        names = ctx.prunable(model)
+        shapes = {n: param.shape for n, param in model.named_parameters() if n in names}
+        for level in range(1, lot.levels + 1):
+            counts = counts_from_densities(ctx.layer_densities(lot.budget, model, names, level_density(p, level)),
+                                           shapes)
+            check_collapse(counts, refusal=f"level {level} would prune {{layers}} to zero weights (--budget "
+                           f"{lot.budget}); stop at fewer --levels (at most {level - 1}) or lower --fraction")
+        return
     if lot.budget or p.scope == "global":
         return
     rates = parse_layer_map(p.layer_fractions, "--layer-fractions")
@@ -186,7 +195,8 @@ def _level_mask(ctx: RunContext, level: int, previous: Masks) -> Masks:
         scores = scores_magnitude(trained, previous)
     if budget:  # hybrid tickets: per-layer counts from the budget, positions by magnitude
         density = level_density(p, level)
-        counts = counts_from_densities(ctx.layer_densities(budget, trained, list(previous), density),
+        # the global budget: each layer's count from a global ranking of the same scores
+        counts = counts_from_densities(ctx.layer_densities(budget, trained, list(previous), density, scores=scores),
                                        {n: m.shape for n, m in previous.items()})
         masks = keep_top(scores, previous, {n: min(c, int(previous[n].sum())) for n, c in counts.items()})
     else:
@@ -283,9 +293,18 @@ def _mask_path(run: Run, level: int | None) -> Path:
 def _trained_stage(run: Run, level: int | None, arm: str) -> Path:
     if level is None:
         level = last_level(run.path) or 0
+    arms = ("ticket", "clean", *CONTROL_ARMS)
+    if arm not in arms:
+        raise JackpotError(f"unknown --arm {arm!r}; a lottery level trains {', '.join(arms)} (clean: with --corrupt)")
     if level == 0:
         raise JackpotError(f"run {run.path.name} has no trained sparse network at level_00/{arm} (level 0 is "
                            "dense; train a pruned level first)")
+    levels = run.config().lottery.levels
+    if not 0 < level <= levels:
+        raise JackpotError(f"run {run.path.name} has levels 0-{levels}: there is no level {level}")
+    if not (level_dir(run, level) / arm).is_dir():
+        raise JackpotError(f"run {run.path.name} has no {arm} arm at level {level} (its --controls: "
+                           f"{run.config().lottery.controls or 'none'})")
     return level_dir(run, level) / arm
 
 
@@ -327,6 +346,11 @@ def _validate(cfg: RunConfig) -> None:
     if lot.levels < 0:
         raise JackpotError(f"--levels must be >= 0, got {lot.levels}")
     parse_step(lot.rewind, 1)
+    if lot.budget and lot.budget not in BUDGETS:
+        raise JackpotError(f"unknown budget {lot.budget!r}; choose {', '.join(b for b in BUDGETS if b != 'custom')}")
+    if lot.budget == "custom":  # lottery reads no per-layer density map
+        raise JackpotError("--budget custom needs per-layer densities, which lottery does not take: give "
+                           "per-layer pruning rates with --layer-fractions instead")
     unknown = set(split_list(lot.controls)) - set(CONTROL_ARMS)
     if unknown:
         raise JackpotError(f"unknown control arm(s) {sorted(unknown)}; choose from {', '.join(CONTROL_ARMS)}")

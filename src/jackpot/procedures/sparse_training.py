@@ -19,7 +19,7 @@ from ..errors import JackpotError
 from ..flops import TrainingFlopsMeter, examples_at, inference_flops, model_size_bits
 from ..models import width_for_params
 from ..sparse import Masks
-from ..sparse.distributions import counts_from_densities, random_masks
+from ..sparse.distributions import check_collapse, counts_from_densities, random_masks
 from ..sparse.dst import METHODS as DST_METHODS, UpdateSchedule, make_method
 from ..sparse.gmp import GradualMagnitude
 from ..store import Run, atomic_write_json
@@ -62,7 +62,13 @@ def check(ctx: RunContext, model: torch.nn.Module) -> float:
     if s.method == "small-dense":
         return _small_dense_width(ctx)
     if s.method != "dense":
-        ctx.layer_densities(s.distribution, model, ctx.prunable(model), s.density)
+        names = ctx.prunable(model)
+        densities = ctx.layer_densities(s.distribution, model, names, s.density)
+        shapes = {n: p.shape for n, p in model.named_parameters() if n in names}
+        # an emptied layer disconnects the network, and no update regrows it (it drops nothing)
+        check_collapse(counts_from_densities(densities, shapes),
+                       refusal=f"layer collapse: {{layers}} would keep no weights at --density {s.density:g} "
+                               f"(--distribution {s.distribution}); raise --density")
         _callback(ctx, total)
     if ctx.cfg.train.execution == "sparse" and ddp.is_distributed():
         raise JackpotError(SPARSE_DDP)

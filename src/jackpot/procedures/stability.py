@@ -6,7 +6,8 @@ apply level L's mask, train two copies from k to T with *different* data orders,
 test error along the straight line between them on a grid of alpha. The error barrier is
     max_alpha err(alpha * w_a + (1 - alpha) * w_b) - mean(err(w_a), err(w_b)).
 Every floating-point tensor of the state (weights and BatchNorm statistics) is interpolated.
-Results land in <run>/stability/level_LL-k<k>/result.json; finished points are not recomputed.
+Results land in <run>/stability/level_LL-k<k>/result.json; finished points are not recomputed (another
+--alphas grid re-evaluates the path between the saved copies, without training them again).
 """
 from __future__ import annotations
 
@@ -100,18 +101,26 @@ def _weights_at(ctx: RunContext, k: int, total: int) -> dict:
 
 def _point(ctx: RunContext, level: int, masks: Masks, k: int, total: int, alphas: int) -> dict:
     out = ctx.run.stage("stability", f"level_{level:02d}-k{k}")
-    if (out / "result.json").exists():
-        return read_json(out / "result.json", "stability result")
-    start = _weights_at(ctx, k, total)
     t0 = time.perf_counter()
-    finals = []
-    for copy in ("a", "b"):
-        model = ctx.new_model(("init",))
-        model.load_state_dict(start)
-        rel = f"stability/level_{level:02d}-k{k}/{copy}"
-        train_stage(ctx.stage(rel, model, masks, k, total, ctx.label(f"stability copy {copy}"),
-                              order_seed=derive_seed(ctx.cfg.seed, "stability-order", copy)))
-        finals.append(safe_torch_load(ctx.run.stage(rel, "final.pt"), "trained copy"))
+    if (out / "result.json").exists():
+        saved = read_json(out / "result.json", "stability result")
+        if len(saved.get("alphas", [])) == alphas:
+            return saved
+        # another grid: the path between the same two trained copies, evaluated again (cheap)
+        ctx.progress(ctx.label(f"level {level} rewind {k}: the barrier at {alphas} points (it was "
+                               f"{len(saved.get('alphas', []))}), from the trained copies"))
+        finals = [safe_torch_load(ctx.run.stage(f"stability/level_{level:02d}-k{k}/{copy}", "final.pt"),
+                                  "trained copy") for copy in ("a", "b")]
+    else:
+        start = _weights_at(ctx, k, total)
+        finals = []
+        for copy in ("a", "b"):
+            model = ctx.new_model(("init",))
+            model.load_state_dict(start)
+            rel = f"stability/level_{level:02d}-k{k}/{copy}"
+            train_stage(ctx.stage(rel, model, masks, k, total, ctx.label(f"stability copy {copy}"),
+                                  order_seed=derive_seed(ctx.cfg.seed, "stability-order", copy)))
+            finals.append(safe_torch_load(ctx.run.stage(rel, "final.pt"), "trained copy"))
     model = ctx.new_model(("init",)).to(ctx.device)
     result = {"level": level, "rewind_step": k, "density": masks.density(),
               **barrier(model, finals[0], finals[1], *_test_split(ctx.dataset), alphas, ctx.device,

@@ -60,6 +60,13 @@ class _SparseMatmul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # a backward called under the run's autocast (bf16 on a CPU) would cast these products to
+        # bf16 too, which no CSR kernel takes: they run in float32, as the forward's do
+        with torch.autocast(grad_out.device.type, enabled=False):
+            return _SparseMatmul._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         x, values = ctx.saved_tensors
         layer = ctx.layer
         grad_x = grad_values = None
