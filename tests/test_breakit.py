@@ -104,3 +104,67 @@ def test_stability_at_another_alphas_grid_reevaluates_the_saved_copies(tiny_npz,
     assert three["alphas"] == [0.0, 0.5, 1.0] and five["alphas"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert five["errors"][::2] == three["errors"]  # the same copies: equal at the shared points
     assert t3 == t5 == t5b and again == five  # not trained again; a third call reads the result
+
+
+def test_control_arms_hash_alike_in_any_order_or_repeat_and_rescale_is_reinit_only():
+    from jackpot.config import LotteryConfig, RunConfig, run_hash
+    from jackpot.procedures.branches import BranchSpec
+    from jackpot.errors import JackpotError
+    import dataclasses
+    spelled = lambda text: run_hash(dataclasses.replace(RunConfig(), lottery=LotteryConfig(controls=text)))
+    assert spelled("random,reinit") == spelled("reinit,random,reinit") == run_hash(RunConfig())
+    assert spelled("random") == spelled("random,random") != spelled("reinit") != spelled("")
+    assert spelled("") != run_hash(RunConfig())  # no controls: another experiment
+    with pytest.raises(JackpotError, match="applies to reinit branches, not shuffle"):
+        BranchSpec("shuffle", rescale=True)
+
+
+def test_print_dir_refuses_what_the_run_would_refuse_and_writes_nothing(tiny_npz, store, capsys):
+    base = ["sparse", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100", "--method", "static", "--print-dir"]
+    status, _, err = cli(capsys, *base, "--density", "1.5")
+    assert status == 2 and "--density must be in (0, 1]" in err
+    status, out, err = cli(capsys, *base, "--density", "0.5")
+    assert status == 0 and out.strip().startswith(str(store / "sparse-")), err
+    assert written(store) == []
+
+
+def test_quiet_workers_print_only_the_table(tiny_npz, store, capsys):
+    status, out, err = cli(capsys, "sparse", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100",
+                           "--method", "static", "--density", "0.5", "--duration", "1ep", "--device", "cpu",
+                           "--seeds", "0,1", "--workers", "2", "--threads", "1", "--quiet")
+    assert status == 0, err
+    assert "[seed" not in out and "done:" not in out and "| static (erk) | 50.0% |" in out
+
+
+@pytest.mark.parametrize("density, stored", [("0.7", {"weight"}), ("0.05", {"crow", "col", "values"})])
+def test_an_export_stores_each_weight_the_smaller_way_and_never_replaces_a_file_unasked(
+        tiny_npz, store, capsys, density, stored):
+    from jackpot.export import load_exported
+    status, _, err = cli(capsys, "pai", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100",
+                         "--duration", "1ep", "--score", "magnitude", "--budget", "uniform", "--density", density,
+                         "--device", "cpu", "--threads", "1")
+    assert status == 0, err
+    (run,) = store.glob("pai-*")
+    out = store / "m.pt"
+    status, printed, err = cli(capsys, "export", run.name, "-o", str(out))
+    assert status == 0, err
+    data = torch.load(out, weights_only=True)
+    for name, spec in data["layers"].items():  # CSR: 4-byte values + 4-byte columns per kept weight
+        assert stored <= set(spec) and not ({"weight", "values"} - stored) & set(spec), name
+    trained = torch.load(run / "train" / "final.pt", weights_only=True)
+    mask = torch.load(run / "train" / "mask.pt", weights_only=True)
+    dense_bytes = sum(v.numel() * v.element_size() for v in trained.values())
+    if density == "0.7":  # whole weights: the file is about the dense state, not 1.4x it
+        assert out.stat().st_size < 1.05 * dense_bytes
+    model = load_exported(out)
+    x = torch.randn(5, 20)
+    w = {k: v * mask[k] if k in mask else v for k, v in trained.items()}
+    reference = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(torch.relu(
+        torch.nn.functional.linear(x, w["fc1.weight"], w["fc1.bias"])), w["fc2.weight"], w["fc2.bias"])),
+        w["fc3.weight"], w["fc3.bias"])
+    torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=0)
+    before = out.read_bytes()
+    status, _, err = cli(capsys, "export", run.name, "-o", str(out))
+    assert status == 2 and "the file exists; pass --force" in err and out.read_bytes() == before
+    status, _, err = cli(capsys, "export", run.name, "-o", str(out), "--force")
+    assert status == 0, err

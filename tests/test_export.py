@@ -245,7 +245,7 @@ def test_export_and_bench_take_a_device_and_hand_the_model_over_on_it(tiny_npz, 
     monkeypatch.setattr(cli_export, "benchmark", lambda model, *a: seen.append(
         {p.device.type for p in model.parameters()}) or {})
     monkeypatch.setattr(cli_export, "format_benchmark", lambda r: "")
-    assert main(["export", run.name, "-o", str(out), "--device", "cuda:1"]) == 0
+    assert main(["export", run.name, "-o", str(out), "--device", "cuda:1", "--force"]) == 0
     assert main(["bench", "--model", "lenet-300-100", "--density", "0.2", "--device", "cuda"]) == 0
     assert main(["bench", run.name]) == 0
     assert seen == ["cuda:1", {"meta"}, "cuda", {"meta"}, "cpu", {"meta"}]  # cpu by default

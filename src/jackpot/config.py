@@ -280,6 +280,15 @@ READ_WHEN: dict[str, Any] = {
 SAME_AS_DEFAULT: dict[str, dict] = {"model.bn_init": {"fixed": "default"}}
 
 
+def _in_default_order(default: str):
+    """A list setting whose order and repeats do not matter: its names once each, in the default's order."""
+    return lambda text: ",".join(n for n in split_list(default) if n in split_list(text))
+
+
+# list settings hashed in one spelling: --controls random,reinit,random is --controls reinit,random
+CANONICAL_SPELLING = {"lottery.controls": _in_default_order(LotteryConfig.controls)}
+
+
 def reads(cfg: "RunConfig", address: str) -> bool:
     """Whether a run of `cfg` reads the setting `group.field` (or any of `group`)."""
     group = address.partition(".")[0]
@@ -340,7 +349,9 @@ def canonical(cfg: RunConfig, unread: bool = False) -> dict:
     for name, group in cfg.groups().items():
         diff = {}
         for f in fields(group):
-            value = SAME_AS_DEFAULT.get(f"{name}.{f.name}", {}).get(getattr(group, f.name), getattr(group, f.name))
+            value = getattr(group, f.name)
+            value = CANONICAL_SPELLING.get(f"{name}.{f.name}", lambda v: v)(value)
+            value = SAME_AS_DEFAULT.get(f"{name}.{f.name}", {}).get(value, value)
             if f.metadata.get("hashed", True) and value != f.default and (unread or reads(cfg, f"{name}.{f.name}")):
                 # 2 and 2.0 are the same setting: float fields always hash as floats
                 diff[f.name] = float(value) if f.type.startswith("float") and value is not None else value

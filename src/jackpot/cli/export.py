@@ -27,6 +27,8 @@ def cmd_export(args) -> int:
         raise JackpotError("--threads must be positive for export (it measures each layer at that count)")
     if Path(args.output).is_dir() or not Path(args.output).name:
         raise JackpotError(f"-o {args.output!r} must be a file path, e.g. model.pt")
+    if Path(args.output).exists() and not args.force:
+        raise JackpotError(f"-o {args.output}: the file exists; pass --force to replace it")
     device = resolve_device(args.device)
     model, masks, shape, classes, arch = _trained_sparse(args)
     # the exporter bakes, measures and builds each layer's form on the model's device
@@ -87,6 +89,7 @@ def register(sub) -> None:
     exp.add_argument("--arm", default="ticket", help="lottery arm (ticket, reinit, random)")
     exp.add_argument("--batch-size", type=int, default=1, help="batch size to optimise the layer formats for")
     exp.add_argument("--threads", type=int, default=1)
+    exp.add_argument("--force", action="store_true", help="replace the output file when it exists")
     exp.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     store_flag(exp)
     exp.set_defaults(func=cmd_export)

@@ -11,6 +11,7 @@ from ..analysis.summary import format_summary_table, method_label
 from ..config import RunConfig, run_hash, split_list
 from ..errors import JackpotError
 from ..launch.device import resolve_device
+from ..launch.grid import preflight
 from ..launch.local import run_parallel
 from ..procedures import procedure, procedures, run, run_job
 from ..procedures.branches import BRANCH_KINDS, BranchSpec, branch_summary, run_branch
@@ -26,10 +27,11 @@ def run_all(args, kind: str) -> tuple[list, list]:
     set_threads(args)
     device = resolve_device(args.device)
     cfgs = [config_from_args(args, kind, seed=s) for s in seeds(args.seeds, args.seed)]
-    if args.print_dir:
+    if args.print_dir:  # the directories the runs would have: only for configs a run would accept
+        preflight(cfgs, root=args.store)
         return cfgs, [Run(store_root(args.store) / f"{cfg.kind}-{run_hash(cfg)}") for cfg in cfgs]
     if args.workers > 1 and len(cfgs) > 1:
-        paths = run_parallel(run_job, [(cfg, args.store, device, args.wait) for cfg in cfgs],
+        paths = run_parallel(run_job, [(cfg, args.store, device, args.wait, args.quiet) for cfg in cfgs],
                              workers=args.workers, threads=args.threads or 1)
         return cfgs, [Run(p) for p in paths]
     progress.set_quiet(args.quiet)

@@ -2,9 +2,11 @@
 (see registry.py); importing this package registers them all."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from . import lottery, pai, sparse_training  # noqa: F401  (each registers its procedure)
+from ..progress import set_quiet
 from .registry import Procedure, finished_state, kinds, procedure, procedures
 
 __all__ = ["Procedure", "finished_state", "kinds", "procedure", "procedures", "run", "run_job"]
@@ -16,7 +18,14 @@ def run(cfg, root=None, device="cpu", progress=print, wait=False):
 
 
 def run_job(job: tuple) -> Path:
-    """Process-pool entry point: job = (cfg, root, device[, wait]). Returns the run directory."""
-    cfg, root, device, *wait = job
-    return run(cfg, root=root, device=device, progress=lambda line: print(line, flush=True),
-               wait=bool(wait and wait[0])).path
+    """Process-pool entry point: job = (cfg, root, device, wait, quiet). Returns the run directory."""
+    cfg, root, device, wait, quiet = job
+    set_quiet(quiet)
+    return run(cfg, root=root, device=device, progress=(lambda _line: None) if quiet else _say_whole,
+               wait=wait).path
+
+
+def _say_whole(line: str) -> None:
+    # one write per line: workers sharing a terminal never splice their lines together
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

@@ -58,6 +58,8 @@ class BranchSpec:
             raise JackpotError(f"unknown branch {self.kind!r}; choose {', '.join(BRANCH_KINDS)}")
         if self.retrain not in ("", "rewind", "lr-rewind", "finetune"):
             raise JackpotError(f"unknown --retrain {self.retrain!r}; choose rewind, lr-rewind or finetune")
+        if self.rescale and self.kind != "reinit":  # it would change nothing but the branch's name
+            raise JackpotError(f"--rescale scales fresh weights: it applies to reinit branches, not {self.kind}")
 
 
 def branch_dir(parent: Run, spec: BranchSpec, cfg: RunConfig) -> Path:
