@@ -168,3 +168,47 @@ def test_an_export_stores_each_weight_the_smaller_way_and_never_replaces_a_file_
     assert status == 2 and "the file exists; pass --force" in err and out.read_bytes() == before
     status, _, err = cli(capsys, "export", run.name, "-o", str(out), "--force")
     assert status == 0, err
+
+
+def test_branch_help_shows_the_parent_runs_defaults_or_says_it_has_none_yet(tiny_npz, store, capsys):
+    status, _, err = cli(capsys, *tiny_lottery(tiny_npz, "--levels", "1", "--fraction", "0.5"))
+    assert status == 0, err
+    (run,) = store.glob("lottery-*")
+    with pytest.raises(SystemExit) as e:
+        main(["branch", "--help"])
+    generic = capsys.readouterr().out
+    assert e.value.code == 0 and "(default: the parent run's)" in generic and "default: mnist1d" not in generic
+    with pytest.raises(SystemExit) as e:
+        main(["branch", run.name, "reinit", "--help"])
+    own = " ".join(capsys.readouterr().out.split())
+    assert e.value.code == 0 and "tiny.npz)" in own and "(default: 1ep)" in own  # (paths wrap at hyphens)
+    with pytest.raises(SystemExit) as e:
+        main(["branch"])
+    assert e.value.code == 2 and "required: run, kind" in capsys.readouterr().err
+
+
+def test_compare_of_a_garbled_user_file_says_what_to_give_not_to_recompute(tmp_path, capsys):
+    bad = tmp_path / "garbage.npz"
+    bad.write_bytes(b"not a torch file")
+    good = tmp_path / "mask.pt"
+    Masks({"w": torch.ones(2, 2, dtype=torch.bool)}).save(good)
+    status, _, err = cli(capsys, "compare", str(bad), str(good))
+    assert status == 2 and "give a mask.pt a run wrote, or RUN[:LEVEL]" in err and "recompute" not in err
+
+
+def test_a_retrain_mode_a_branch_does_not_read_makes_no_second_branch(tiny_npz, store, capsys):
+    """--retrain rewind on a rewinding run, and --retrain finetune for a reinit branch of a run
+    rewinding to 0 (fresh weights train 0 -> T either way): the same branch, one directory."""
+    status, _, err = cli(capsys, *tiny_lottery(tiny_npz, "--levels", "1", "--fraction", "0.5"))
+    assert status == 0, err
+    (run,) = store.glob("lottery-*")
+    for kind, modes in (("reinit", ("", "finetune", "rewind")), ("shuffle", ("", "rewind"))):
+        for mode in modes:
+            status, _, err = cli(capsys, "branch", run.name, kind, "--device", "cpu", "--threads", "1",
+                                 *(["--retrain", mode] if mode else []))
+            assert status == 0, err
+        assert len(list((run / "branches").glob(f"{kind}-*"))) == 1, kind
+    status, _, err = cli(capsys, "branch", run.name, "shuffle", "--device", "cpu", "--threads", "1",
+                         "--retrain", "finetune")  # trained weights, not the rewind point's: its own branch
+    assert status == 0, err
+    assert len(list((run / "branches").glob("shuffle-*"))) == 2

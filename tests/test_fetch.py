@@ -59,7 +59,7 @@ def test_checksum_mismatch_is_an_error_and_leaves_nothing(tmp_path, monkeypatch)
         fetch_dataset("mnist", str(tmp_path), progress=lambda m: None)
     assert "\n" not in str(e.value)
     assert server.calls == ["https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz"]
-    assert list((tmp_path / "MNIST/raw").iterdir()) == []  # no partial or temp files
+    assert list(tmp_path.iterdir()) == []  # no partial or temp files, no empty folders
 
 
 def test_good_checksum_downloads_then_skips(tmp_path, monkeypatch):
@@ -102,7 +102,10 @@ def test_network_failure_is_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(JackpotError, match="download of http://fashion-mnist.*failed") as e:
         fetch_dataset("fashion-mnist", str(tmp_path), progress=lambda m: None)
     assert "\n" not in str(e.value)
-    assert list((tmp_path / "FashionMNIST/raw").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # no empty folder of its own left behind
+    with pytest.raises(JackpotError, match="failed"):  # a root it made is removed too
+        fetch_dataset("mnist", str(tmp_path / "new" / "root"), progress=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _cifar_tarball(members):

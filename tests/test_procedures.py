@@ -166,7 +166,7 @@ def test_export_and_bench_commands(tiny_npz, store, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["density"] == pytest.approx(0.1, abs=0.01) and r["ideal"] == pytest.approx(1 / r["density"])
     assert set(r["forward"]) == {"dense", "masked", "sparse"}
-    assert main(["export", run.name, "-o", str(out), "--level", "0"]) == 2
+    assert main(["export", run.name, "-o", str(out), "--level", "0", "--force"]) == 2
     assert "level 0 is dense" in capsys.readouterr().err
-    assert main(["export", run.name, "-o", str(out), "--batch-size", "0"]) == 2
+    assert main(["export", run.name, "-o", str(out), "--batch-size", "0", "--force"]) == 2
     assert "batch size" in capsys.readouterr().err

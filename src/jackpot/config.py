@@ -41,8 +41,9 @@ class DataConfig:
     data_root: str | None = option(None, "directory holding downloaded datasets", hashed=False)
     val_size: int = option(0, "examples carved from the training data for validation")
     batch_size: int = option(100, "training batch size")
-    corrupt: str = option("", "sanity check: corrupt the mask-finding data (random-labels, random-pixels, "
-                          "half); the ticket then trains on clean data")
+    corrupt: str = option("", "sanity check of lottery and pai (sparse refuses it): corrupt the "
+                          "mask-finding data (random-labels, random-pixels, half); the ticket then "
+                          "trains on clean data")
     corrupt_fraction: float | None = option(None, "random-labels: fraction of labels redrawn (default 1); "
                                             "half: fraction of examples kept (default 0.5)")
     shuffle: bool = option(True, "reshuffle the training data every epoch (--no-shuffle: batches in the "

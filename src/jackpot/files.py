@@ -114,16 +114,19 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
-def safe_torch_load(path: str | Path, what: str = "checkpoint"):
-    """torch.load with weights_only=True; a missing or corrupt file is one clear JackpotError."""
+RECOMPUTE = "move it away and re-run to recompute that stage"
+
+
+def safe_torch_load(path: str | Path, what: str = "checkpoint", advice: str = RECOMPUTE):
+    """torch.load with weights_only=True; a missing or corrupt file is one clear JackpotError
+    ending in `advice` (a run's own file: recompute it; a file the user names: what to give)."""
     path = Path(path)
     if not path.exists():
         raise JackpotError(f"missing {what}: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated/garbled files
-        raise JackpotError(f"corrupt {what} {path} ({type(e).__name__}); move it away and re-run "
-                           f"to recompute that stage") from None
+        raise JackpotError(f"corrupt {what} {path} ({type(e).__name__}); {advice}") from None
 
 
 def read_json(path: str | Path, what: str = "file"):

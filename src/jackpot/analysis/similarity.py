@@ -13,7 +13,7 @@ def resolve_mask(ref: str, store=None) -> Masks:
     """A mask from RUN[:LEVEL] (lottery; default the last finished level), RUN (pai: its mask;
     sparse: its final mask) or a mask file path."""
     if Path(ref).is_file():
-        return Masks.load(ref)
+        return Masks.load(ref, advice="give a mask.pt a run wrote, or RUN[:LEVEL]")
     name, _, level = ref.partition(":")
     if level and not level.isdigit():
         raise JackpotError(f"{ref!r}: the level after ':' must be a whole number, e.g. {name}:2")

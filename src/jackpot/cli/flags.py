@@ -38,20 +38,30 @@ def in_flags(message: str) -> str:
     return _ADDRESS.sub(named, message)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
-    """One flag per field of the named config groups (--lr, --fraction...), stored as group.field."""
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random act of the run (default: 0)")
+APOSTROPHE_S = "'s"
+
+
+def add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...], defaults=False) -> None:
+    """One flag per field of the named config groups (--lr, --fraction...), stored as group.field.
+    `defaults`: a RunConfig whose values are the flags' defaults (a branch takes its parent's), or
+    None when they are not known yet (the help then says "the parent run's")."""
+    given = defaults not in (False, None)
+    seed = defaults.seed if given else 0
+    parser.add_argument("--seed", type=int, default=seed, help="seed of every random act of the run (default: "
+                        f"{'the parent run' + APOSTROPHE_S if defaults is None else seed})")
     parser.set_defaults(_groups=groups)
     for group_name in groups:
         group = parser.add_argument_group(group_name)
         for f in dataclasses.fields(GROUPS[group_name]):
             dest = f"{group_name}.{f.name}"
-            help_text = f"{f.metadata['help']} (default: {f.default})"
+            default = getattr(getattr(defaults, group_name), f.name) if given else f.default
+            shown = "the parent run" + APOSTROPHE_S if defaults is None else default
+            help_text = f"{f.metadata['help']} (default: {shown})"
             if f.type == "bool":
                 group.add_argument(flag(f.name), dest=dest, action=argparse.BooleanOptionalAction,
-                                   default=f.default, help=help_text)
+                                   default=default, help=help_text)
             else:
-                group.add_argument(flag(f.name), dest=dest, type=scalar_type(f.type)[0], default=f.default,
+                group.add_argument(flag(f.name), dest=dest, type=scalar_type(f.type)[0], default=default,
                                    choices=f.metadata.get("choices"), help=help_text, metavar=f.name.upper())
 
 

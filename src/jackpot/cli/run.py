@@ -83,22 +83,25 @@ def run_flags(p: argparse.ArgumentParser) -> None:
     wait_flag(p)
 
 
-def _branch_parser(pcfg: RunConfig) -> Parser:
+def _branch_parser(pcfg: RunConfig | None) -> Parser:
+    """The branch command's flags, their defaults the parent run's (`pcfg`); None: the parent is
+    not known yet (the first parse), and the help says so instead of showing any default."""
     parser = Parser(
         prog="jackpot branch", description="Train an ablation or transfer of a ticket; every data and "
-        "training flag defaults to the parent run's value. Kinds: " + ", ".join(BRANCH_KINDS))
-    parser.add_argument("run", help="parent run (directory, name or hash prefix)")
-    parser.add_argument("kind", choices=BRANCH_KINDS)
-    parser.add_argument("--level", type=int, default=1, help="lottery level whose ticket to branch from")
+        "training flag defaults to the parent run's value (`jackpot branch RUN KIND --help` shows "
+        "them). Kinds: " + ", ".join(BRANCH_KINDS))
+    known = pcfg is not None  # the first parse only looks for the parent: nothing is required yet
+    parser.add_argument("run", nargs=None if known else "?", help="parent run (directory, name or hash prefix)")
+    parser.add_argument("kind", nargs=None if known else "?", choices=BRANCH_KINDS)
+    parser.add_argument("--level", type=int, default=1, help="lottery level whose ticket to branch from "
+                        "(default: 1)")
     parser.add_argument("--branch-seed", type=int, default=0, help="seed of the branch's own random draws")
     parser.add_argument("--rescale", action="store_true", help="reinit: rescale to the remaining fan-in")
     parser.add_argument("--exclude", default="", help="transfer: layers re-created instead of transferred")
     parser.add_argument("--retrain", default="", choices=("", "rewind", "lr-rewind", "finetune"),
                         help="lottery tickets: retrain by weight rewinding, LR rewinding or fine-tuning "
                              "(default: as the run did)")
-    add_config_flags(parser, ("data", "train"))
-    parser.set_defaults(**{f"{g}.{f.name}": getattr(getattr(pcfg, g), f.name)
-                           for g in ("data", "train") for f in dataclasses.fields(getattr(pcfg, g))}, seed=pcfg.seed)
+    add_config_flags(parser, ("data", "train"), defaults=pcfg)
     store_flag(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
@@ -110,7 +113,11 @@ def _branch_parser(pcfg: RunConfig) -> Parser:
 def cmd_branch(argv: list[str]) -> int:
     """Two parses: the first finds the parent run, whose config then gives the defaults of every
     data and training flag in the second."""
-    first = _branch_parser(RunConfig()).parse_args(argv)  # also prints --help and syntax errors
+    unknown_parent = _branch_parser(None)
+    first, _ = unknown_parent.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    if first.run is None or first.kind is None:
+        unknown_parent.parse_args(argv)  # --help: the flags, their defaults "the parent run's"
+        unknown_parent.error("the following arguments are required: run, kind")
     parent = find_run(first.run, first.store)
     pcfg = parent.config()
     args = _branch_parser(pcfg).parse_args(argv)

@@ -1,6 +1,7 @@
 """`jackpot data fetch`: download standard datasets into torchvision's on-disk layout, md5-checked."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -153,11 +154,30 @@ def fetch_dataset(name: str, root: str | None = None, progress: Callable[[str], 
         valid = ", ".join(sorted(list(SOURCES) + list(NOTHING_TO_FETCH)))
         raise JackpotError(f"cannot fetch unknown dataset '{name}'; valid names: {valid}")
     src = SOURCES[key]
+    made = _missing_dirs(root_path / src.get("dir", src.get("folder", "")))
     try:
         root_path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise JackpotError(f"cannot create data directory {root_path}: {_one_line(e)}") from None
+    try:
+        return _fetch_into(name, key, src, root_path, progress)
+    except JackpotError:  # a failed fetch leaves no empty folder it made behind
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty: a partial download stays to be resumed or checked
+        raise
 
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """The folders on the way to `path` that do not exist yet, deepest first."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _fetch_into(name: str, key: str, src: dict, root_path: Path, progress) -> Path:
     if src["kind"] == "files":
         target = root_path / src["dir"]
         for fname in src["files"]:

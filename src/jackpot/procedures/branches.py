@@ -62,6 +62,18 @@ class BranchSpec:
             raise JackpotError(f"--rescale scales fresh weights: it applies to reinit branches, not {self.kind}")
 
 
+def _without_unread_retrain(ctx: RunContext, spec: BranchSpec) -> BranchSpec:
+    """--retrain naming the run's own mode, or, for a reinit branch (fresh weights), a mode whose
+    training span is the run's own, changes nothing: the same branch, in one directory."""
+    if not spec.retrain:
+        return spec
+    same = spec.retrain == ctx.cfg.lottery.retrain
+    if not same and spec.kind == "reinit":
+        own, asked = (ticket_source(ctx, spec.level, mode, arm="reinit") for mode in ("", spec.retrain))
+        same = (own.start, own.end, own.fixed_lr) == (asked.start, asked.end, asked.fixed_lr)
+    return dataclasses.replace(spec, retrain="") if same else spec
+
+
 def branch_dir(parent: Run, spec: BranchSpec, cfg: RunConfig) -> Path:
     # Like run hashes: only fields that differ from their defaults, so new no-op options keep old names.
     fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
@@ -142,6 +154,7 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
         raise JackpotError("--level and --retrain choose a lottery ticket's level and retraining mode; a pai run "
                            "has one mask and one training: drop them")
     pctx = RunContext.attach(parent, device, progress)
+    spec = _without_unread_retrain(pctx, spec)
     path = branch_dir(parent, spec, cfg)
     bctx = RunContext.attach(Run(path), device, progress, cfg=cfg)
     # Everything that can refuse the input comes before the branch directory exists.

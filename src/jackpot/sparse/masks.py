@@ -315,8 +315,9 @@ class Masks(dict):
         atomic_torch_save({n: m.cpu() for n, m in self.items()}, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Masks":
-        data = safe_torch_load(path, what="mask file")
+    def load(cls, path: str | Path, **advice) -> "Masks":
+        """`advice`: safe_torch_load's, for a file the user named rather than a run's own."""
+        data = safe_torch_load(path, what="mask file", **advice)
         if not isinstance(data, dict) or not all(
                 isinstance(v, torch.Tensor) and v.dtype == torch.bool for v in data.values()):
             raise JackpotError(f"{path} is not a jackpot mask file (expected name -> bool tensor)")
