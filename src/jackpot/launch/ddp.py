@@ -36,6 +36,8 @@ CPU runs use the gloo backend (what the tests exercise), CUDA runs nccl.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import inspect
 import os
 from dataclasses import dataclass
@@ -138,10 +140,20 @@ def batch_mean(local_sum: torch.Tensor, global_count: int) -> torch.Tensor:
     return mean.to(local_sum.dtype)
 
 
+SHUTDOWN_WAIT_S = 60  # how long a gloo rank waits at the end for the others (rank 0 writes reports)
+
+
 def shutdown() -> None:
-    """Leave the process group (no-op when none was joined): call once at the end of a run."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group (no-op when none was joined): call once at the end of a run.
+    Gloo ranks first wait for each other (bounded, so a rank that failed alone never hangs
+    here): a rank tearing down its connections while another still finishes its last collective
+    aborted now and then at exit ("terminate called without an active exception")."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
+        with contextlib.suppress(RuntimeError):  # a rank gone or late: leave anyway
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=SHUTDOWN_WAIT_S))
+    dist.destroy_process_group()
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
