@@ -38,24 +38,24 @@ def in_flags(message: str) -> str:
     return _ADDRESS.sub(named, message)
 
 
-APOSTROPHE_S = "'s"
+PARENT_DEFAULT = "the parent run's"  # a branch's flags before its parent run is known
 
 
-def add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...], defaults=False) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, groups: tuple[str, ...],
+                     defaults: RunConfig | None = RunConfig()) -> None:
     """One flag per field of the named config groups (--lr, --fraction...), stored as group.field.
-    `defaults`: a RunConfig whose values are the flags' defaults (a branch takes its parent's), or
-    None when they are not known yet (the help then says "the parent run's")."""
-    given = defaults not in (False, None)
-    seed = defaults.seed if given else 0
-    parser.add_argument("--seed", type=int, default=seed, help="seed of every random act of the run (default: "
-                        f"{'the parent run' + APOSTROPHE_S if defaults is None else seed})")
+    `defaults`: the RunConfig whose values the flags default to (a branch takes its parent's), or
+    None when it is not known yet (the help then says the parent run's)."""
+    seed = 0 if defaults is None else defaults.seed
+    parser.add_argument("--seed", type=int, default=seed, help="seed of every random act of the run "
+                        f"(default: {PARENT_DEFAULT if defaults is None else seed})")
     parser.set_defaults(_groups=groups)
     for group_name in groups:
         group = parser.add_argument_group(group_name)
         for f in dataclasses.fields(GROUPS[group_name]):
             dest = f"{group_name}.{f.name}"
-            default = getattr(getattr(defaults, group_name), f.name) if given else f.default
-            shown = "the parent run" + APOSTROPHE_S if defaults is None else default
+            default = f.default if defaults is None else getattr(getattr(defaults, group_name), f.name)
+            shown = PARENT_DEFAULT if defaults is None else default
             help_text = f"{f.metadata['help']} (default: {shown})"
             if f.type == "bool":
                 group.add_argument(flag(f.name), dest=dest, action=argparse.BooleanOptionalAction,
