@@ -212,3 +212,47 @@ def test_a_retrain_mode_a_branch_does_not_read_makes_no_second_branch(tiny_npz, 
                          "--retrain", "finetune")  # trained weights, not the rewind point's: its own branch
     assert status == 0, err
     assert len(list((run / "branches").glob("shuffle-*"))) == 2
+
+
+@pytest.mark.parametrize("extra", [["--corrupt", "random-labels"], ["--controls", "random,random"]])
+def test_a_run_whose_hash_spells_a_setting_its_own_way_reads_back_undamaged(tiny_npz, store, capsys, extra):
+    status, _, err = cli(capsys, *tiny_lottery(tiny_npz, "--levels", "1", "--fraction", "0.5", *extra))
+    assert status == 0, err
+    (run,) = store.glob("lottery-*")
+    status, out, err = cli(capsys, "ls")
+    assert status == 0 and run.name in out and "damaged" not in out, out
+    status, out, err = cli(capsys, "show", run.name)
+    assert status == 0 and "damaged" not in err, err
+
+
+def test_two_npz_datasets_of_one_file_name_are_two_settings_in_a_report(tmp_path, store, capsys):
+    from conftest import write_tiny_npz
+    from jackpot.analysis.points import collect
+    from jackpot.store import list_runs
+    for folder in ("a", "c"):
+        (tmp_path / folder).mkdir()
+        npz = write_tiny_npz(tmp_path / folder / "b.npz")
+        status, _, err = cli(capsys, "sparse", "--dataset", f"npz:{npz}", "--model", "lenet-300-100",
+                             "--method", "static", "--density", "0.5", "--duration", "1ep", "--device", "cpu")
+        assert status == 0, err
+    settings = {p["setting"] for p in collect(list_runs(store))}
+    assert settings == {f"npz:{tmp_path / 'a' / 'b.npz'} / lenet-300-100", f"npz:{tmp_path / 'c' / 'b.npz'} / lenet-300-100"}
+
+
+def test_a_transfer_to_another_dataset_trains_the_epochs_it_asks_for_of_that_dataset(tiny_npz, store, tmp_path, capsys):
+    import numpy as np
+    status, _, err = cli(capsys, *tiny_lottery(tiny_npz, "--levels", "1", "--fraction", "0.5", "--duration", "2ep"))
+    assert status == 0, err  # 240 examples in batches of 40: 6 steps an epoch, 12 in all
+    (run,) = store.glob("lottery-*")
+    rng = np.random.default_rng(1)
+    other = tmp_path / "other.npz"  # 120 training examples: 3 steps an epoch
+    np.savez(other, x_train=rng.normal(size=(120, 20)).astype(np.float32), y_train=rng.integers(0, 4, 120),
+             x_test=rng.normal(size=(40, 20)).astype(np.float32), y_test=rng.integers(0, 4, 40))
+    for duration, steps in (("2ep", 6), ("3ep", 9)):
+        status, _, err = cli(capsys, "branch", run.name, "retrain", "--dataset", f"npz:{other}",
+                             "--duration", duration, "--device", "cpu", "--threads", "1")
+        assert status == 0, err
+        (branch,) = [b for b in (run / "branches").glob("retrain-*")
+                     if json.loads((b / "config.json").read_text())["config"]["train"]["duration"] == duration]
+        last = json.loads((branch / "train" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["step"] == steps and last["epoch"] == pytest.approx(int(duration[0])), duration

@@ -91,7 +91,23 @@ def test_peak_memory_stays_flat_in_the_number_of_images(tmp_path):
     assert rss_large - rss_small < 0.25 * held, (rss_small, rss_large, held)
 
 
-def test_an_image_that_does_not_decode_in_a_worker_is_one_line(tmp_path, capsys):
+def test_an_unreadable_image_or_an_empty_class_is_refused_before_any_run_directory(tmp_path, capsys):
+    root = write_tree(tmp_path / "imgs", per_class=8)
+    (root / "train" / "blue" / "00003.jpeg").write_text("not an image")
+    store = tmp_path / "store"
+    status = main([*ARGS, "--dataset", f"folder:{root}", "--duration", "1ep", "--store", str(store)])
+    err = capsys.readouterr().err
+    assert status == 2 and "cannot decode image" in err and "00003.jpeg" in err and not store.exists(), err
+    (root / "train" / "blue" / "00003.jpeg").unlink()
+    (root / "train" / "fox").mkdir()  # a class folder with no image
+    status = main([*ARGS, "--dataset", f"folder:{root}", "--duration", "1ep", "--store", str(store)])
+    err = capsys.readouterr().err
+    assert status == 2 and "train/fox/ holds no images" in err and not store.exists(), err
+
+
+def test_an_image_that_does_not_decode_in_a_worker_is_one_line(tmp_path, capsys, monkeypatch):
+    from jackpot.data import folder
+    monkeypatch.setattr(folder, "HEADER_CHECK_MAX", 0)  # as in a folder too large to check up front
     root = write_tree(tmp_path / "imgs", per_class=8)
     (root / "train" / "blue" / "00000.jpeg").write_text("not an image")
     status = main([*ARGS, "--dataset", f"folder:{root}", "--duration", "1ep", "--loader-workers", "2",

@@ -395,6 +395,11 @@ def test_every_stage_records_its_measured_cost_and_the_report_sets_it_beside_flo
     dense = next(p for p in store.glob("sparse-*") if p != static)
     seconds = [json.loads((p / "train" / "done.json").read_text())["cost"]["step_seconds_median"] for p in (static, dense)]
     assert float(static_row.split("|")[5]) == pytest.approx(seconds[0] / seconds[1], abs=1e-4)
+    import csv
+    with open(out / "cost.csv") as f:  # the CSV names the unit its cells are in
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert "step_seconds" not in rows["dense"]
+    assert float(rows["dense"]["step_ms"]) == pytest.approx(1000 * seconds[1], abs=1e-3)
     assert "What training cost" in (out / "index.html").read_text()
     assert (out / "speedup_npz-tiny-npz---lenet-300-100.png").exists()
 

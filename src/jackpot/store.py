@@ -193,10 +193,14 @@ class Run:
         stored = record.get("canonical") if isinstance(record.get("canonical"), dict) else {}
         differ = [group for group in ("kind", "seed") if group in stored and stored[group] != getattr(cfg, group)]
         missing = object()
+        # a recorded value is the config's as given, or as the hash spells it (a canonical
+        # spelling, or an entry of the hash's own such as data.label_rule)
+        hashed = canonical(cfg, unread=True)
         for group, values in stored.items():
             if group in GROUPS and isinstance(values, dict):
                 differ += [f"{group}.{name}" for name, value in values.items()
-                           if getattr(getattr(cfg, group), name, missing) != value]
+                           if getattr(getattr(cfg, group), name, missing) != value
+                           and hashed.get(group, {}).get(name, missing) != value]
         if differ:
             raise JackpotError(f"damaged run config {path}: {', '.join(differ)} differ from the run's "
                                "recorded settings (restore config.json or move the run away)")

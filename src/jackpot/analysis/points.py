@@ -81,12 +81,13 @@ def collect(runs: list[Run]) -> list[dict]:
     for key, flats in groups.items():
         keys = {k for flat in flats for k in flat} - SKIP_FIELDS
         varying[key] = sorted(k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1)
+    labels = _dataset_labels({cfg.data.dataset for _, cfg, _ in infos})
     points = []
     for run, cfg, flat in infos:
         suffix = "".join(f" {k.split('.')[-1]}={flat.get(k, 'default')}"
                          for k in varying[(cfg.kind, cfg.data.dataset, cfg.model.model, _base_method(cfg))])
         base = {"run": run.path.name, "kind": cfg.kind, "seed": cfg.seed,
-                "setting": f"{_dataset_label(cfg.data.dataset)} / {cfg.model.model}"}
+                "setting": f"{labels[cfg.data.dataset]} / {cfg.model.model}"}
         if procedure(cfg.kind).levels:
             points += _lottery_points(run, cfg, base, suffix)
             continue
@@ -105,8 +106,14 @@ def collect(runs: list[Run]) -> list[dict]:
     return points
 
 
-def _dataset_label(name: str) -> str:
-    return f"npz:{Path(name[4:]).name}" if name.startswith("npz:") else name
+def _dataset_labels(names: set[str]) -> dict[str, str]:
+    """npz:PATH by its file name, short for tables and file names;
+    the whole name where two datasets share that short one (they must never pool as one setting)."""
+    def short(name):
+        kind, sep, path = name.partition(":")
+        return f"npz:{Path(path).name}" if sep and kind == "npz" else name
+    shorts = [short(n) for n in names]
+    return {n: short(n) if shorts.count(short(n)) == 1 else n for n in names}
 
 
 def _base_method(cfg) -> str:

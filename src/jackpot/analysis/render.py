@@ -76,11 +76,15 @@ def _mean_pm(r: dict, stat: str) -> str:
     return mean if r["n"] == 1 else f"{mean} ± {_fmt(f'{stat}_std', r[f'{stat}_std'])}"
 
 
+# a column whose cells are written in another unit than its key says is named by that unit
+CSV_HEADER = {"step_seconds": "step_ms"}
+
+
 def write_csv(rows: list[dict], path: Path, columns=COLUMNS) -> None:
     cols = [c for c in columns if any(c[0] in r for r in rows)]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([k for k, _ in cols])
+        w.writerow([CSV_HEADER.get(k, k) for k, _ in cols])
         for r in rows:
             w.writerow([cell(r, k) for k, _ in cols])
 

@@ -92,6 +92,11 @@ class FolderDataset:
         return torch.stack(xs) if xs else torch.empty(0, *self.input_shape), self.train.labels[idx]
 
 
+# up to this many images every header is read at load time (~0.1 ms each); a larger folder's
+# unreadable file stops its run when first met, the run resumable once the file is fixed
+HEADER_CHECK_MAX = 50_000
+
+
 def _scan(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
     files, labels = [], []
     for label, cls in enumerate(classes):
@@ -119,6 +124,13 @@ def load_folder(path: str | Path, image_size: int, val_size: int = 0, seed: int 
     if not tf or not vf:
         raise JackpotError(f"folder dataset {root}: no images ({', '.join(EXTENSIONS)}) in "
                            f"{'train' if not tf else 'val'}/")
+    empty = [c for i, c in enumerate(classes) if i not in set(tl)]
+    if empty:  # a class no training example shows would still widen the classifier
+        raise JackpotError(f"folder dataset {root}: train/{empty[0]}/ holds no images "
+                           f"({', '.join(EXTENSIONS)}){f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}")
+    if len(tf) + len(vf) <= HEADER_CHECK_MAX:  # a file no decoder reads is refused before any run starts
+        for f in tf + vf:
+            _header(f)
     train = ImageSplit(tuple(tf), torch.tensor(tl, dtype=torch.int64), image_size)
     test = ImageSplit(tuple(vf), torch.tensor(vl, dtype=torch.int64), image_size)
     val = None
@@ -128,6 +140,15 @@ def load_folder(path: str | Path, image_size: int, val_size: int = 0, seed: int 
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(int(seed)))
         val, train = train.subset(perm[:val_size].sort().values), train.subset(perm[val_size:].sort().values)
     return FolderDataset(f"folder:{root}", train, test, len(classes), tuple(classes), val)
+
+
+def _header(path: str) -> None:
+    """Read the image's header only (PIL opens lazily): garbage and unknown formats fail here."""
+    try:
+        with Image.open(path):
+            pass
+    except (OSError, ValueError) as e:
+        raise JackpotError(f"cannot decode image {path}: {e}") from None
 
 
 def _open(path: str) -> Image.Image:

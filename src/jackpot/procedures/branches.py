@@ -163,8 +163,13 @@ def run_branch(parent: Run, spec: BranchSpec, cfg: RunConfig, device="cpu", prog
     target = bctx.new_model(("transfer-init", spec.seed))
     check_layer_names(target, split_list(spec.exclude))
     src, mapping = transfer(src, target, split_list(spec.exclude), prunable=bctx.prunable(target))
-    if not same_hashed(cfg.train, parent_cfg.train):  # new training: its own span (start kept; fine-tuning at its final LR)
+    # new training, or the same --duration in epochs of another dataset: the branch's own span
+    # (start kept; fine-tuning at its final LR)
+    if not same_hashed(cfg.train, parent_cfg.train) or bctx.total_steps != src.end:
         total = bctx.total_steps
+        if src.start >= total:
+            raise JackpotError(f"the ticket starts at step {src.start}, not before the branch's end ({total} steps "
+                               f"of {cfg.train.duration} on {cfg.data.dataset}): give a longer --duration")
         src = dataclasses.replace(src, end=total, fixed_lr=lr_at(
             total - 1, total, bctx.train_in_steps(), bctx.steps_per_epoch) if src.fixed_lr is not None else None)
     if (path / "config.json").exists() and not ((path / "summary.json").exists() and stage_done(path / "train")):
