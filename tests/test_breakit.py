@@ -256,3 +256,23 @@ def test_a_transfer_to_another_dataset_trains_the_epochs_it_asks_for_of_that_dat
                      if json.loads((b / "config.json").read_text())["config"]["train"]["duration"] == duration]
         last = json.loads((branch / "train" / "metrics.jsonl").read_text().splitlines()[-1])
         assert last["step"] == steps and last["epoch"] == pytest.approx(int(duration[0])), duration
+
+
+def test_a_run_is_not_continued_or_shown_on_data_that_changed_since(tmp_path, store, capsys):
+    import numpy as np
+    npz = tmp_path / "my.npz"
+    argv = ["sparse", "--dataset", f"npz:{npz}", "--model", "lenet-300-100", "--method", "static",
+            "--density", "0.5", "--duration", "1ep", "--device", "cpu"]
+
+    def write(rows, seed):
+        rng = np.random.default_rng(seed)
+        np.savez(npz, x_train=rng.normal(size=(rows, 20)).astype(np.float32), y_train=rng.integers(0, 4, rows),
+                 x_test=rng.normal(size=(40, 20)).astype(np.float32), y_test=rng.integers(0, 4, 40))
+    write(120, 0)
+    assert cli(capsys, *argv)[0] == 0
+    (run,) = store.glob("sparse-*")
+    summary = (run / "summary.json").read_bytes()
+    write(240, 5)  # the same path, other data
+    status, _, err = cli(capsys, *argv)
+    assert status == 2 and err.count("\n") == 1 and "changed since run" in err and "num_train 120 -> 240" in err
+    assert (run / "summary.json").read_bytes() == summary

@@ -71,6 +71,7 @@ class RunContext:
         if shares:  # BatchNorm with fewer than 2 examples on some rank (jackpot.launch.ddp)
             raise JackpotError(shares)
         ctx.run = Run(Run.path_for(cfg, root))
+        _refuse_changed_data(ctx.run.path, dataset, cfg.data.dataset)
         if check:
             check(ctx, model)
         return ctx
@@ -231,6 +232,20 @@ def write_dataset_record(run_dir: str | Path, dataset) -> None:
         atomic_write_json(Path(run_dir) / DATASET_RECORD, {
             "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
             "num_train": dataset.num_train, "num_test": dataset.num_test})
+
+
+def _refuse_changed_data(run_dir: Path, dataset, name: str) -> None:
+    """A run begun on other data (an npz file or folder rewritten since) is not continued or shown
+    as if it were this data's: its recorded shape and counts must still hold."""
+    if dataset_record_problem(run_dir):  # no run yet, or a record a re-run rewrites
+        return
+    recorded = json.loads((Path(run_dir) / DATASET_RECORD).read_text())
+    now = {"input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
+           "num_train": dataset.num_train, "num_test": dataset.num_test}
+    changed = [f"{k} {recorded[k]} -> {v}" for k, v in now.items() if k in recorded and recorded[k] != v]
+    if changed:
+        raise JackpotError(f"the data of {name} changed since run {Path(run_dir).name} was made "
+                           f"({', '.join(changed)}): restore it, or move the run away to compute it anew")
 
 
 def read_dataset_record(run_dir: str | Path) -> dict:
