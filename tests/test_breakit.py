@@ -276,3 +276,54 @@ def test_a_run_is_not_continued_or_shown_on_data_that_changed_since(tmp_path, st
     status, _, err = cli(capsys, *argv)
     assert status == 2 and err.count("\n") == 1 and "changed since run" in err and "num_train 120 -> 240" in err
     assert (run / "summary.json").read_bytes() == summary
+
+
+def test_a_custom_map_naming_a_layer_twice_is_refused():
+    from jackpot.config import parse_layer_map
+    from jackpot.errors import JackpotError
+    assert parse_layer_map("fc1=0.5,fc2=0.2", "--layer-densities") == {"fc1": 0.5, "fc2": 0.2}
+    with pytest.raises(JackpotError, match="--layer-densities names fc1 twice"):
+        parse_layer_map("fc1=0.5,fc2=0.2,fc1=0.2", "--layer-densities")
+
+
+def test_inspect_takes_the_image_size_a_folder_run_trains_at(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(tmp_path / split / c / "0.png")
+    params = {}
+    for size in ("16", "32"):
+        status, out, err = cli(capsys, "inspect", "--model", "lenet-300-100", "--budget", "uniform", "--density", "0.5",
+                               "--dataset", f"folder:{tmp_path}", "--image-size", size, "--json")
+        assert status == 0, err
+        params[size] = json.loads(out)
+    first = lambda info: next(r for r in info["layers"] if r["name"] == "fc1.weight")
+    # LeNet-300-100's first layer reads the flattened 3 x size x size image: 300 rows of it
+    assert first(params["16"])["params"] == 300 * 3 * 16 * 16
+    assert first(params["32"])["params"] == 300 * 3 * 32 * 32
+
+
+def test_a_report_replaces_its_own_earlier_files_only_and_never_writes_into_a_run(tmp_path, capsys, monkeypatch):
+    from conftest import write_tiny_npz
+    stores = {}
+    for name in ("first", "second"):
+        npz = write_tiny_npz(tmp_path / f"{name}.npz")
+        stores[name] = tmp_path / f"store-{name}"
+        monkeypatch.setenv("JACKPOT_STORE", str(stores[name]))
+        assert cli(capsys, "sparse", "--dataset", f"npz:{npz}", "--model", "lenet-300-100", "--method", "static",
+                   "--density", "0.5", "--duration", "1ep", "--device", "cpu")[0] == 0
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert cli(capsys, "report", str(stores["first"]), "-o", str(out))[0] == 0
+    first = {p.name for p in out.glob("*first-npz*")}
+    assert first and all("first" in n for n in first)
+    assert cli(capsys, "report", str(stores["second"]), "-o", str(out))[0] == 0
+    names = {p.name for p in out.iterdir()}
+    assert not names & first and any("second-npz" in n for n in names)  # the first report's figures went
+    assert (out / "notes.txt").read_text() == "mine"  # a file the report did not write stays
+    (run,) = stores["second"].glob("sparse-*")
+    status, _, err = cli(capsys, "report", str(stores["second"]), "-o", str(run))
+    assert status == 2 and "is a run directory" in err and not (run / "results.md").exists()

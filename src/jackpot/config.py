@@ -417,6 +417,8 @@ def parse_layer_map(text: str, what: str) -> dict[str, float]:
     out = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, sep, value = item.partition("=")
+        if name.strip() in out:  # the last would silently win
+            raise JackpotError(f"{what} names {name.strip()} twice")
         try:
             out[name.strip()] = float(value)
         except ValueError:

@@ -42,12 +42,32 @@ def write_report(source: str | Path, out: str | Path, tensorboard: str | Path | 
         raise JackpotError(f"{source}: no finished results to report yet")
     if tensorboard:
         require_tensorboard()  # not installed: one line before anything is written
+    if (Path(out) / "config.json").exists():
+        raise JackpotError(f"-o {out} is a run directory: give the report a folder of its own")
     out = _output_dir(Path(out))  # a file in the way, a read-only file system: one line, nothing written
     if tensorboard:
         write_tensorboard(points, _output_dir(Path(tensorboard)))
     with writing(out):  # a full disk while writing the report: one line
-        _write_files(out, title, points)
+        written = _write_files(out, title, points)
+        _drop_stale(out, written)
     return out
+
+
+MANIFEST = ".jackpot-report.json"  # the files the last report wrote here: its own, to replace
+
+
+def _drop_stale(out: Path, written: set[str]) -> None:
+    """Remove what an earlier report into `out` wrote and this one did not (figures of a setting
+    no longer reported, a cost table of runs no longer timed); files it did not write stay."""
+    path = out / MANIFEST
+    try:
+        before = set(json.loads(path.read_text())) if path.exists() else set()
+    except (ValueError, TypeError):
+        before = set()
+    for name in sorted(before - written):
+        if Path(name).name == name:  # a bare file name of the report's, never a path elsewhere
+            (out / name).unlink(missing_ok=True)
+    path.write_text(json.dumps(sorted(written)))
 
 
 def _output_dir(path: Path) -> Path:
@@ -60,7 +80,8 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
-def _write_files(out: Path, title: str, points: list[dict]) -> None:
+def _write_files(out: Path, title: str, points: list[dict]) -> set[str]:
+    """Write the report; returns the names of the files written."""
     rows = aggregate(points)
     write_csv(rows, out / "results.csv")
     md = format_markdown(rows)
@@ -89,6 +110,8 @@ def _write_files(out: Path, title: str, points: list[dict]) -> None:
                                                   if k not in ("curve", "layers", "mask_updates")}
                                                  for p in points], indent=1))
     _write_html(out, title, rows, figures)
+    return ({"results.csv", "results.md", "points.json", "index.html"} | ({"cost.md", "cost.csv"} if cost else set())
+            | {p.name for _, paths in figures for p in paths})
 
 
 def _html_table(rows: list[dict], columns) -> str:

@@ -69,7 +69,7 @@ def cmd_inspect(args) -> int:
     set_threads(args)
     shape, classes = None, None
     if args.dataset:
-        ds = load_dataset(args.dataset, root=args.data_root)
+        ds = load_dataset(args.dataset, root=args.data_root, image_size=args.image_size)
         shape, classes = ds.input_shape, ds.num_classes
     check_fraction(args.density, "--density")
     info = inspect_budget(args.model, args.budget, args.density, shape, classes, args.keep_first,
@@ -116,6 +116,8 @@ def register(sub) -> None:
     ins.add_argument("--density", type=float, required=True, help="fraction of prunable weights kept")
     ins.add_argument("--dataset", help="take the input shape and class count from this dataset")
     ins.add_argument("--data-root")
+    ins.add_argument("--image-size", type=int, default=RunConfig().data.image_size,
+                     help=f"folder datasets: the side images are cropped to (default: {RunConfig().data.image_size})")
     ins.add_argument("--keep-first", action="store_true")
     ins.add_argument("--keep-output", action="store_true")
     ins.add_argument("--keep-layers", default="")
