@@ -327,3 +327,20 @@ def test_a_report_replaces_its_own_earlier_files_only_and_never_writes_into_a_ru
     (run,) = stores["second"].glob("sparse-*")
     status, _, err = cli(capsys, "report", str(stores["second"]), "-o", str(run))
     assert status == 2 and "is a run directory" in err and not (run / "results.md").exists()
+
+
+def test_show_lists_a_runs_branches_with_their_results(tiny_npz, store, capsys):
+    status, _, err = cli(capsys, *tiny_lottery(tiny_npz, "--levels", "1", "--fraction", "0.5"))
+    assert status == 0, err
+    (run,) = store.glob("lottery-*")
+    assert cli(capsys, "branch", run.name, "shuffle", "--device", "cpu", "--threads", "1")[0] == 0
+    (branch,) = (run / "branches").glob("shuffle-*")
+    summary = json.loads((branch / "summary.json").read_text())
+    status, out, err = cli(capsys, "show", run.name)
+    assert status == 0, err
+    line = next(l for l in out.splitlines() if branch.name in l)
+    assert f"{100 * summary['density']:.1f}% weights" in line and f"test acc {100 * summary['final']['test_acc']:.1f}%" in line
+    status, out, _ = cli(capsys, "show", run.name, "--json")
+    (entry,) = json.loads(out)["branches"]
+    assert entry == {"name": branch.name, "done": True, "density": summary["density"],
+                     "final_test_acc": summary["final"]["test_acc"]}

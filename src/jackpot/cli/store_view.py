@@ -9,6 +9,7 @@ from ..analysis.summary import format_summary_table, method_label, run_diverged,
 from ..config import canonical
 from ..errors import JackpotError
 from ..procedures import finished_state, procedure
+from ..procedures.branches import branch_summary
 from ..store import find_run, list_runs, store_root
 from .flags import store_flag
 
@@ -55,9 +56,11 @@ def cmd_show(args) -> int:
     run = find_run(args.run, args.store)
     cfg = run.config()
     levels = procedure(cfg.kind).levels
+    branches = _branches(run)
     if args.json:
         body = level_results(run) if levels else run_summary(run)
-        print(json.dumps({"run": str(run.path), "config": canonical(cfg), "results": body}, indent=2))
+        print(json.dumps({"run": str(run.path), "config": canonical(cfg), "results": body, "branches": branches},
+                         indent=2))
         return 0
     print(f"run {run.path}")
     print("settings: " + json.dumps(canonical(cfg), sort_keys=True))
@@ -66,7 +69,28 @@ def cmd_show(args) -> int:
         print(format_table(aggregate([run])))
     else:
         print(format_summary_table([run], run_line(run)[0]))
+    if branches:
+        print("\nbranches (under " + str(run.path / "branches") + "):")
+        for b in branches:
+            result = (f"{100 * b['density']:.1f}% weights  test acc {100 * b['final_test_acc']:.1f}%"
+                      if b["done"] else "partial")
+            print(f"  {b['name']:<32} {result}")
     return 0
+
+
+def _branches(run) -> list[dict]:
+    """The run's branches (reinit, shuffle, transfers...): name, and density and final test accuracy
+    once finished."""
+    out = []
+    for record in sorted((run.path / "branches").glob("*/config.json")):
+        entry = {"name": record.parent.name, "done": False}
+        try:
+            summary = branch_summary(record.parent)
+            entry.update(done=True, density=summary["density"], final_test_acc=summary["final"]["test_acc"])
+        except (JackpotError, KeyError, TypeError):  # unfinished or damaged: a re-run of it finishes it
+            pass
+        out.append(entry)
+    return out
 
 
 def cmd_compare(args) -> int:
