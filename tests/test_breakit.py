@@ -344,3 +344,20 @@ def test_show_lists_a_runs_branches_with_their_results(tiny_npz, store, capsys):
     (entry,) = json.loads(out)["branches"]
     assert entry == {"name": branch.name, "done": True, "density": summary["density"],
                      "final_test_acc": summary["final"]["test_acc"]}
+
+
+def test_branch_takes_options_between_its_two_positionals(tiny_npz, store, capsys):
+    status, _, err = cli(capsys, *tiny_lottery(tiny_npz, "--levels", "1", "--fraction", "0.5"))
+    assert status == 0, err
+    (run,) = store.glob("lottery-*")
+    status, _, err = cli(capsys, "branch", run.name, "--level", "1", "shuffle", "--device", "cpu", "--threads", "1")
+    assert status == 0, err
+    assert len(list((run / "branches").glob("shuffle-L1-*"))) == 1
+
+
+def test_gmp_refuses_a_density_that_empties_a_layer_by_its_own_uniform_counts(tiny_npz, store, capsys):
+    # fc3 (4 x 100 = 400 weights) keeps round(4e-4 * 400) = 0 under GMP's per-layer density
+    status, _, err = cli(capsys, "sparse", "--dataset", f"npz:{tiny_npz}", "--model", "lenet-300-100",
+                         "--method", "gmp", "--density", "4e-4", "--duration", "1ep", "--device", "cpu")
+    assert status == 2 and "fc3.weight" in err and "--distribution uniform" in err, err
+    assert written(store) == []

@@ -113,11 +113,16 @@ def _branch_parser(pcfg: RunConfig | None) -> Parser:
 def cmd_branch(argv: list[str]) -> int:
     """Two parses: the first finds the parent run, whose config then gives the defaults of every
     data and training flag in the second."""
-    unknown_parent = _branch_parser(None)
-    first, _ = unknown_parent.parse_known_args([a for a in argv if a not in ("-h", "--help")])
-    if first.run is None or first.kind is None:
-        unknown_parent.parse_args(argv)  # --help: the flags, their defaults "the parent run's"
-        unknown_parent.error("the following arguments are required: run, kind")
+    rest = [a for a in argv if a not in ("-h", "--help")]
+    if len(rest) == len(argv):
+        first = _branch_parser(RunConfig()).parse_args(argv)  # syntax errors, as every command
+    else:  # --help: with RUN and KIND, their defaults are the parent run's; without, it says so
+        try:
+            first, _ = _branch_parser(RunConfig()).parse_known_args(rest)
+        except SystemExit:
+            first = None
+        if first is None or not first.run:
+            _branch_parser(None).parse_args(["--help"])
     parent = find_run(first.run, first.store)
     pcfg = parent.config()
     args = _branch_parser(pcfg).parse_args(argv)

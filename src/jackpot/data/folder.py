@@ -124,7 +124,8 @@ def load_folder(path: str | Path, image_size: int, val_size: int = 0, seed: int 
     if not tf or not vf:
         raise JackpotError(f"folder dataset {root}: no images ({', '.join(EXTENSIONS)}) in "
                            f"{'train' if not tf else 'val'}/")
-    empty = [c for i, c in enumerate(classes) if i not in set(tl)]
+    shown = set(tl)
+    empty = [c for i, c in enumerate(classes) if i not in shown]
     if empty:  # a class no training example shows would still widen the classifier
         raise JackpotError(f"folder dataset {root}: train/{empty[0]}/ holds no images "
                            f"({', '.join(EXTENSIONS)}){f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}")

@@ -153,7 +153,7 @@ def preflight(cfgs: list[RunConfig], labels: list[dict] | None = None, root=None
                 raise JackpotError(f"model {cfg.model.model!r} does not fit dataset {d.dataset!r}: {e}") from None
             shapes[(key, cfg.model.model)] = True
         try:
-            RunContext.prepare(cfg, dataset=datasets[key], check=procedure(cfg.kind).check)
+            RunContext.prepare(cfg, root=root, dataset=datasets[key], check=procedure(cfg.kind).check)
             path = Run.path_for(cfg, root)
             if threads and (path / "config.json").exists() and finished_state(path, cfg) is None:
                 check_threads(path, threads)

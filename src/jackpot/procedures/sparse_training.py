@@ -63,12 +63,14 @@ def check(ctx: RunContext, model: torch.nn.Module) -> float:
         return _small_dense_width(ctx)
     if s.method != "dense":
         names = ctx.prunable(model)
-        densities = ctx.layer_densities(s.distribution, model, names, s.density)
+        # GMP prunes every layer to the density itself (sparse/gmp.py): uniform counts
+        distribution = "uniform" if s.method == "gmp" else s.distribution
+        densities = ctx.layer_densities(distribution, model, names, s.density)
         shapes = {n: p.shape for n, p in model.named_parameters() if n in names}
         # an emptied layer disconnects the network, and no update regrows it (it drops nothing)
         check_collapse(counts_from_densities(densities, shapes),
                        refusal=f"layer collapse: {{layers}} would keep no weights at --density {s.density:g} "
-                               f"(--distribution {s.distribution}); raise --density")
+                               f"(--distribution {distribution}); raise --density")
         _callback(ctx, total)
     if ctx.cfg.train.execution == "sparse" and ddp.is_distributed():
         raise JackpotError(SPARSE_DDP)
