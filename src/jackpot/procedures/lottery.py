@@ -299,12 +299,12 @@ def _trained_stage(run: Run, level: int | None, arm: str) -> Path:
     if level == 0:
         raise JackpotError(f"run {run.path.name} has no trained sparse network at level_00/{arm} (level 0 is "
                            "dense; train a pruned level first)")
-    levels = run.config().lottery.levels
-    if not 0 < level <= levels:
-        raise JackpotError(f"run {run.path.name} has levels 0-{levels}: there is no level {level}")
+    lot = run.config().lottery
+    if not 0 < level <= lot.levels:
+        raise JackpotError(f"run {run.path.name} has levels 0-{lot.levels}: there is no level {level}")
     if not (level_dir(run, level) / arm).is_dir():
         raise JackpotError(f"run {run.path.name} has no {arm} arm at level {level} (its --controls: "
-                           f"{run.config().lottery.controls or 'none'})")
+                           f"{lot.controls or 'none'})")
     return level_dir(run, level) / arm
 
 

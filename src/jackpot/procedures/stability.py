@@ -101,6 +101,7 @@ def _weights_at(ctx: RunContext, k: int, total: int) -> dict:
 
 def _point(ctx: RunContext, level: int, masks: Masks, k: int, total: int, alphas: int) -> dict:
     out = ctx.run.stage("stability", f"level_{level:02d}-k{k}")
+    copies = {copy: f"stability/level_{level:02d}-k{k}/{copy}" for copy in ("a", "b")}
     t0 = time.perf_counter()
     if (out / "result.json").exists():
         saved = read_json(out / "result.json", "stability result")
@@ -109,18 +110,14 @@ def _point(ctx: RunContext, level: int, masks: Masks, k: int, total: int, alphas
         # another grid: the path between the same two trained copies, evaluated again (cheap)
         ctx.progress(ctx.label(f"level {level} rewind {k}: the barrier at {alphas} points (it was "
                                f"{len(saved.get('alphas', []))}), from the trained copies"))
-        finals = [safe_torch_load(ctx.run.stage(f"stability/level_{level:02d}-k{k}/{copy}", "final.pt"),
-                                  "trained copy") for copy in ("a", "b")]
     else:
         start = _weights_at(ctx, k, total)
-        finals = []
-        for copy in ("a", "b"):
+        for copy, rel in copies.items():
             model = ctx.new_model(("init",))
             model.load_state_dict(start)
-            rel = f"stability/level_{level:02d}-k{k}/{copy}"
             train_stage(ctx.stage(rel, model, masks, k, total, ctx.label(f"stability copy {copy}"),
                                   order_seed=derive_seed(ctx.cfg.seed, "stability-order", copy)))
-            finals.append(safe_torch_load(ctx.run.stage(rel, "final.pt"), "trained copy"))
+    finals = [safe_torch_load(ctx.run.stage(rel, "final.pt"), "trained copy") for rel in copies.values()]
     model = ctx.new_model(("init",)).to(ctx.device)
     result = {"level": level, "rewind_step": k, "density": masks.density(),
               **barrier(model, finals[0], finals[1], *_test_split(ctx.dataset), alphas, ctx.device,
